@@ -1,0 +1,32 @@
+# The two commands: `make run` and `make test`. Both set up .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: setup run test lint soak bench clean down
+
+setup:
+	@bash scripts/setup-venv.sh
+
+run: setup
+	@$(PY) -m meshctl run
+
+down: setup
+	@$(PY) -m meshctl down
+
+test: setup lint
+	@$(PY) -m pytest -q -p no:cacheprovider
+
+lint: setup
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports --no-cache
+
+# Slow suites: outside the default test run, one command each.
+soak: setup
+	@$(PY) -m pytest -q -m slow tests -k soak
+
+bench: setup
+	@$(PY) -m bench.run_all
+
+clean:
+	rm -rf .mesh .pytest_cache build *.egg-info

@@ -1,0 +1,158 @@
+"""One typed settings object: every port, path and knob, from MESH_* env vars, local defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _default_home() -> Path:
+    return REPO_ROOT / ".mesh"
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Default local ports (all bound on 127.0.0.1). Override with MESH_PORT_<NAME>."""
+
+    edge: int = 8000
+    edge_admin: int = 9901
+    xgboost: int = 8001
+    pytorch: int = 8002
+    heuristic: int = 8003
+    # A model server serves its challenger slot on a second port (see docs/decisions).
+    xgboost_challenger: int = 8101
+    pytorch_challenger: int = 8102
+    # Sidecar Envoy listeners (one per model server) and their admin ports.
+    sidecar_xgboost: int = 8011
+    sidecar_pytorch: int = 8012
+    sidecar_heuristic: int = 8013
+    sidecar_xgboost_challenger: int = 8111
+    sidecar_pytorch_challenger: int = 8112
+    sidecar_admin_xgboost: int = 9911
+    sidecar_admin_pytorch: int = 9912
+    sidecar_admin_heuristic: int = 9913
+    ads: int = 18000
+    operator: int = 8100
+    nats: int = 4222
+    nats_monitor: int = 8222
+    chaos_api: int = 8474
+    prometheus: int = 9090
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where state lives and how the mesh is wired. Build with `Settings.from_env()`."""
+
+    home: Path = field(default_factory=_default_home)
+    host: str = "127.0.0.1"
+    ports: Ports = field(default_factory=Ports)
+    sidecars: bool = True
+    # Routing defaults (seed 000: 80/20 XGBoost primary, PyTorch canary).
+    default_weights: tuple[tuple[str, float], ...] = (("xgboost", 0.8), ("pytorch", 0.2))
+    fraud_threshold: float = 0.5
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("MESH_HOME", str(_default_home()))).expanduser().resolve()
+        port_over = {}
+        for f in fields(Ports):
+            key = f"MESH_PORT_{f.name.upper()}"
+            if key in env:
+                port_over[f.name] = _parse_port(key, env[key])
+        s = cls(home=home, ports=replace(Ports(), **port_over))
+        if "MESH_SIDECARS" in env:
+            s = replace(s, sidecars=env["MESH_SIDECARS"].lower() not in ("0", "false", "no", "off"))
+        if "MESH_FRAUD_THRESHOLD" in env:
+            s = replace(s, fraud_threshold=float(env["MESH_FRAUD_THRESHOLD"]))
+        if "MESH_LOG_LEVEL" in env:
+            s = replace(s, log_level=env["MESH_LOG_LEVEL"].upper())
+        return s
+
+    # ---- paths under MESH_HOME -------------------------------------------------
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow" / "mlflow.db"
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlflow" / "artifacts"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "state"
+
+    @property
+    def run_dir(self) -> Path:
+        """pid files and service records."""
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def envoy_dir(self) -> Path:
+        """Rendered Envoy bootstraps."""
+        return self.home / "envoy"
+
+    @property
+    def jetstream_dir(self) -> Path:
+        return self.home / "jetstream"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def operator_token_file(self) -> Path:
+        return self.home / "operator-token"
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.ports.nats}"
+
+    @property
+    def operator_url(self) -> str:
+        return f"http://{self.host}:{self.ports.operator}"
+
+    @property
+    def edge_url(self) -> str:
+        return f"http://{self.host}:{self.ports.edge}"
+
+    def ensure_home(self) -> None:
+        """Create the state folders; raise StateDirError with a fix when that is impossible."""
+        from data_plane.contracts.errors import StateDirError
+
+        try:
+            for d in (self.home, self.state_dir, self.run_dir, self.log_dir, self.envoy_dir,
+                      self.mlflow_artifacts, self.data_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            probe = self.home / ".write-probe"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise StateDirError(
+                f"cannot write the state folder {self.home}: {exc.strerror or exc}. "
+                "Free some space or point MESH_HOME at a writable folder."
+            ) from exc
+
+
+def _parse_port(key: str, raw: str) -> int:
+    from data_plane.contracts.errors import ConfigError
+
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key}={raw!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}={port} is outside 0-65535")
+    return port

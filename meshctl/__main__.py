@@ -1,0 +1,5 @@
+import sys
+
+from meshctl.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""meshctl subcommands (discovered by meshctl.main)."""
