@@ -54,6 +54,10 @@ class Settings:
     default_weights: tuple[tuple[str, float], ...] = (("xgboost", 0.8), ("pytorch", 0.2))
     fraud_threshold: float = 0.5
     log_level: str = "INFO"
+    # Containers and hosts beyond one machine point at shared services by URL.
+    nats_url_override: str | None = None
+    nats_user: str | None = None
+    nats_password: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -69,6 +73,12 @@ class Settings:
             s = replace(s, sidecars=env["MESH_SIDECARS"].lower() not in ("0", "false", "no", "off"))
         if "MESH_FRAUD_THRESHOLD" in env:
             s = replace(s, fraud_threshold=float(env["MESH_FRAUD_THRESHOLD"]))
+        if "MESH_HOST" in env:
+            s = replace(s, host=env["MESH_HOST"])
+        if env.get("MESH_NATS_URL"):
+            s = replace(s, nats_url_override=env["MESH_NATS_URL"])
+        if env.get("MESH_NATS_USER"):
+            s = replace(s, nats_user=env["MESH_NATS_USER"], nats_password=env.get("MESH_NATS_PASSWORD"))
         if "MESH_LOG_LEVEL" in env:
             s = replace(s, log_level=env["MESH_LOG_LEVEL"].upper())
         return s
@@ -118,7 +128,10 @@ class Settings:
 
     @property
     def nats_url(self) -> str:
-        return f"nats://{self.host}:{self.ports.nats}"
+        if self.nats_url_override:
+            return self.nats_url_override
+        auth = f"{self.nats_user}:{self.nats_password}@" if self.nats_user else ""
+        return f"nats://{auth}{self.host}:{self.ports.nats}"
 
     @property
     def operator_url(self) -> str:
