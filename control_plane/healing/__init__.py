@@ -1,0 +1,1 @@
+"""Self-healing: signals (health, drift) that the reconciler turns into actions."""
