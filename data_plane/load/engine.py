@@ -1,0 +1,344 @@
+"""An asyncio HTTP load engine (aiohttp, keep-alive pool): open loop at a fixed rate, or closed loop.
+
+Open loop: request i is *intended* at ``start + i / rate``; its latency counts from that instant,
+not from when it actually left, so a server stall shows up in the percentiles instead of silently
+slowing the sender down (coordinated omission). In-flight requests are capped; a send that is
+more than ``late_after_ms`` behind schedule (cap reached, or the generator itself too busy) is
+counted as ``late``, and what was due but never sent when the run ended as ``not_sent``.
+
+Closed loop: ``concurrency`` workers each send, wait, send again, for ``duration`` seconds or
+until ``requests`` were sent; latency counts from the actual send.
+
+The engine runs inside any asyncio program (``await LoadEngine(...).run()``, stop early with
+``stop()``), or standalone with ``run_load()`` which prefers uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from time import perf_counter_ns
+
+import aiohttp
+
+from data_plane.load.payloads import Payload
+from data_plane.load.results import (
+    CANCELLED,
+    CONNECT,
+    DISCONNECTED,
+    PROTOCOL,
+    TIMEOUT,
+    LoadResult,
+    Progress,
+    Tally,
+)
+from data_plane.load.targets import check_bounds, check_target
+
+ProgressCallback = Callable[[Progress], None]
+
+# A stopped run gives in-flight requests this long to finish before cancelling them.
+STOP_GRACE_S = 1.0
+# Open loop sends a request up to this early rather than oversleeping past it: asyncio timers
+# are ~1 ms coarse, so waiting for the exact instant would add timer lag to every latency.
+_EARLY_NS = 500_000
+_MAX_NAP_S = 0.05  # the scheduler re-checks stop() at least this often
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """The shape of one run. Checked on creation (loopback target, bounded run)."""
+
+    url: str
+    rate: float | None = None
+    duration: float | None = None
+    concurrency: int | None = None
+    requests: int | None = None
+    timeout: float = 5.0
+    max_outstanding: int | None = None
+    late_after_ms: float = 10.0
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        check_target(self.url, allow_remote=self.allow_remote)
+        check_bounds(rate=self.rate, duration=self.duration, concurrency=self.concurrency,
+                     requests=self.requests, timeout=self.timeout,
+                     max_outstanding=self.max_outstanding)
+
+    @property
+    def mode(self) -> str:
+        return "open" if self.rate is not None else "closed"
+
+    @property
+    def outstanding_cap(self) -> int:
+        """Most requests in flight at once (= size of the connection pool)."""
+        if self.concurrency is not None:
+            return self.concurrency
+        if self.max_outstanding is not None:
+            return self.max_outstanding
+        # About one second of traffic: rides out sub-second stalls without capping, without
+        # opening thousands of sockets.
+        return min(1024, max(64, math.ceil(self.rate or 0)))
+
+
+class LoadEngine:
+    """Drives one planned run against `plan.url` with `payloads` (cycled in order)."""
+
+    def __init__(self, plan: LoadPlan, payloads: Sequence[Payload],
+                 progress: ProgressCallback | None = None) -> None:
+        if not payloads:
+            raise ValueError("at least one payload is needed")
+        self.plan = plan
+        self.tally = Tally()
+        self._payloads = list(payloads)
+        self._progress = progress
+        self._stopping = False
+        self._started = False
+        self._start_ns = 0
+        self._last_ns = 0
+        self._outstanding = 0
+        self._blocked = False
+        self._slot_free: asyncio.Event | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._session: aiohttp.ClientSession | None = None
+        self._budget = -1  # closed loop: requests left to send (-1 = unbounded)
+        self._last_tick = (0, 0)  # (time ns, responses) at the previous progress tick
+
+    # ---- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the run to end now: nothing new is sent; in-flight requests get STOP_GRACE_S."""
+        self._stopping = True
+        if self._slot_free is not None:
+            self._slot_free.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def snapshot(self) -> Progress:
+        """Progress so far (what the per-second callback gets; pollable any time)."""
+        now = perf_counter_ns()
+        t0, r0 = self._last_tick
+        dt = (now - t0) / 1e9 if t0 else 0.0
+        t = self.tally
+        return Progress(
+            elapsed_s=(now - self._start_ns) / 1e9 if self._start_ns else 0.0,
+            total_s=self.plan.duration, sent=t.sent, ok=t.ok, errors=t.errors,
+            rps=(t.responses - r0) / dt if dt > 0 else 0.0,
+            p99_ms=t.hist.percentile(99.0) / 1e6)
+
+    # ---- run -----------------------------------------------------------------------------------
+    async def run(self) -> LoadResult:
+        """Execute the plan and return what was measured. One run per engine."""
+        if self._started:
+            raise RuntimeError("a LoadEngine runs once; create a new one")
+        self._started = True
+        plan = self.plan
+        self._slot_free = asyncio.Event()
+        connector = aiohttp.TCPConnector(limit=plan.outstanding_cap, limit_per_host=0,
+                                         ttl_dns_cache=300, keepalive_timeout=30)
+        timeout = aiohttp.ClientTimeout(total=plan.timeout)
+        not_sent = 0
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
+                                         skip_auto_headers=("User-Agent",)) as session:
+            self._session = session
+            self._start_ns = self._last_ns = perf_counter_ns()
+            self._last_tick = (self._start_ns, 0)
+            ticker = asyncio.create_task(self._tick()) if self._progress else None
+            try:
+                if plan.mode == "open":
+                    not_sent = await self._open_loop()
+                    await self._drain(self._inflight)
+                else:
+                    await self._closed_loop()
+            finally:
+                if ticker:
+                    ticker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ticker
+                for task in list(self._inflight):
+                    task.cancel()
+        end = perf_counter_ns() if self._stopping else max(self._last_ns, self._start_ns + 1)
+        result = LoadResult.from_tally(
+            self.tally, elapsed_s=(end - self._start_ns) / 1e9, mode=plan.mode, url=plan.url,
+            rate=plan.rate, concurrency=plan.concurrency, planned_duration_s=plan.duration,
+            planned_requests=plan.requests, max_outstanding=plan.outstanding_cap,
+            stopped_early=self._stopping, event_loop=_loop_name())
+        result.not_sent = not_sent
+        return result
+
+    async def _open_loop(self) -> int:
+        """Dispatch rate x duration requests on schedule; returns how many were due but never sent."""
+        plan = self.plan
+        assert plan.rate is not None and plan.duration is not None
+        total = max(1, round(plan.rate * plan.duration))
+        interval = 1e9 / plan.rate
+        cap = plan.outstanding_cap
+        late_ns = int(plan.late_after_ms * 1e6)
+        start = self._start_ns
+        deadline = start + int(plan.duration * 1e9 + interval)  # no catch-up sends after the run
+        payloads, n = self._payloads, len(self._payloads)
+        tally, spawn = self.tally, self._spawn
+        assert self._slot_free is not None
+        i = 0
+        while i < total and not self._stopping:
+            now = perf_counter_ns()
+            if now > deadline:
+                break
+            horizon = now + _EARLY_NS
+            intended = start + int(i * interval)
+            while intended <= horizon and self._outstanding < cap:
+                lag = now - intended
+                if lag > late_ns:
+                    tally.late += 1
+                if lag > tally.max_dispatch_lag_ns:
+                    tally.max_dispatch_lag_ns = lag
+                # An early send counts from when it left, a late one from when it was due.
+                spawn(intended if lag >= 0 else now, payloads[i % n])
+                i += 1
+                if i >= total:
+                    break
+                intended = start + int(i * interval)
+            if i >= total:
+                break
+            if intended <= horizon:  # due, but the outstanding cap is reached: wait for a slot
+                self._blocked = True
+                self._slot_free.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_free.wait(), _MAX_NAP_S)
+                self._blocked = False
+                continue
+            await asyncio.sleep(min(max((intended - now) / 1e9, 0.001), _MAX_NAP_S))
+        due = min(total, int((perf_counter_ns() - start) / interval) + 1)
+        return max(0, min(due, total) - i)
+
+    def _spawn(self, base_ns: int, payload: Payload) -> None:
+        self.tally.sent += 1
+        task = asyncio.create_task(self._request(base_ns, payload))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def _closed_loop(self) -> None:
+        plan = self.plan
+        self._budget = plan.requests if plan.requests is not None else -1
+        deadline = self._start_ns + int(plan.duration * 1e9) if plan.duration is not None else None
+        c = plan.concurrency or 1
+        workers = {asyncio.create_task(self._worker(k, c, deadline)) for k in range(c)}
+        await self._drain(workers, wait_all=True)
+
+    async def _worker(self, k: int, stride: int, deadline: int | None) -> None:
+        payloads, n, tally = self._payloads, len(self._payloads), self.tally
+        i = k
+        while not self._stopping:
+            if self._budget == 0:
+                return
+            now = perf_counter_ns()
+            if deadline is not None and now >= deadline:
+                return
+            if self._budget > 0:
+                self._budget -= 1
+            tally.sent += 1
+            await self._request(now, payloads[i % n])
+            i += stride
+
+    async def _drain(self, tasks: set[asyncio.Task[None]], wait_all: bool = False) -> None:
+        """Wait for `tasks` (a whole closed-loop run, or the open loop's in-flight requests).
+
+        In-flight requests end by themselves within the request timeout; once stop() is called
+        they get STOP_GRACE_S more, then whatever is left is cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        limit_at = None if wait_all else loop.time() + self.plan.timeout + 1.0
+        stop_at: float | None = None
+        pending = set(tasks)
+        while pending:
+            if self._stopping and stop_at is None:
+                stop_at = loop.time() + STOP_GRACE_S
+            ends = [t for t in (limit_at, stop_at) if t is not None]
+            if ends and loop.time() >= min(ends):
+                break
+            _, pending = await asyncio.wait(pending, timeout=2 * _MAX_NAP_S)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    async def _request(self, base_ns: int, payload: Payload) -> None:
+        tally = self.tally
+        assert self._session is not None
+        self._outstanding += 1
+        try:
+            async with self._session.post(self.plan.url, data=payload.body,
+                                          headers=payload.headers) as resp:
+                body = await resp.read()
+                status = resp.status
+        except asyncio.CancelledError:
+            tally.error(CANCELLED)
+            raise
+        except TimeoutError:  # aiohttp's ServerTimeoutError is a TimeoutError too
+            tally.error(TIMEOUT)
+        except aiohttp.ClientConnectorError:
+            tally.error(CONNECT)
+        except aiohttp.ServerDisconnectedError:
+            tally.error(DISCONNECTED)
+        except (aiohttp.ClientError, OSError):
+            tally.error(PROTOCOL)
+        else:
+            now = perf_counter_ns()
+            self._last_ns = now
+            tally.response(status, body, now - base_ns)
+        finally:
+            self._outstanding -= 1
+            if self._blocked and self._slot_free is not None:
+                self._slot_free.set()
+
+    async def _tick(self) -> None:
+        assert self._progress is not None
+        k = 1
+        while True:
+            await asyncio.sleep(max(0.0, (self._start_ns + k * 1_000_000_000 - perf_counter_ns()) / 1e9))
+            k += 1
+            snap = self.snapshot()
+            self._last_tick = (perf_counter_ns(), self.tally.responses)
+            try:
+                self._progress(snap)
+            except Exception:  # a broken display must not kill the run
+                self._progress = None
+                return
+
+
+def _loop_name() -> str:
+    return "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+def run_load(plan: LoadPlan, payloads: Sequence[Payload], progress: ProgressCallback | None = None,
+             *, stop_on_sigint: bool = False) -> LoadResult:
+    """Run a plan to completion in a fresh event loop (uvloop when installed).
+
+    With `stop_on_sigint`, Ctrl-C stops the run gracefully and the partial result is returned.
+    """
+    engine = LoadEngine(plan, payloads, progress)
+
+    async def main() -> LoadResult:
+        loop = asyncio.get_running_loop()
+        if stop_on_sigint:
+            loop.add_signal_handler(signal.SIGINT, engine.stop)
+        try:
+            return await engine.run()
+        finally:
+            if stop_on_sigint:
+                loop.remove_signal_handler(signal.SIGINT)
+
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(main())
