@@ -65,7 +65,7 @@ async def _predict(request: web.Request) -> web.Response:
     n = stats.requests
     started = time.perf_counter()
     if how.stall_at and n == how.stall_at:
-        time.sleep(how.stall_ms / 1000.0)  # deliberately blocking: the whole server stalls
+        time.sleep(how.stall_ms / 1000.0)  # noqa: ASYNC251 - deliberately blocking: the server stalls
     if how.slow_every and n % how.slow_every == 0:
         await asyncio.sleep(how.slow_ms / 1000.0)
     if how.error_every and n % how.error_every == 0:

@@ -141,7 +141,7 @@ class LoadEngine:
         connector = aiohttp.TCPConnector(limit=plan.outstanding_cap, limit_per_host=0,
                                          ttl_dns_cache=300, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=plan.timeout)
-        not_sent = 0
+        not_sent = sent_all_ns = 0
         async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
                                          skip_auto_headers=("User-Agent",)) as session:
             self._session = session
@@ -151,9 +151,11 @@ class LoadEngine:
             try:
                 if plan.mode == "open":
                     not_sent = await self._open_loop()
+                    sent_all_ns = perf_counter_ns()
                     await self._drain(self._inflight)
                 else:
                     await self._closed_loop()
+                    sent_all_ns = perf_counter_ns()
             finally:
                 if ticker:
                     ticker.cancel()
@@ -161,7 +163,8 @@ class LoadEngine:
                         await ticker
                 for task in list(self._inflight):
                     task.cancel()
-        end = perf_counter_ns() if self._stopping else max(self._last_ns, self._start_ns + 1)
+        # The run ends with its last response, or with its last send when later answers never came.
+        end = perf_counter_ns() if self._stopping else max(self._last_ns, sent_all_ns)
         result = LoadResult.from_tally(
             self.tally, elapsed_s=(end - self._start_ns) / 1e9, mode=plan.mode, url=plan.url,
             rate=plan.rate, concurrency=plan.concurrency, planned_duration_s=plan.duration,

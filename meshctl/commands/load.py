@@ -1,0 +1,143 @@
+"""`meshctl load`: send bounded synthetic traffic to the edge (open loop at a rate, or closed loop).
+
+Open loop (latency free of coordinated omission)::
+
+    meshctl load --rate 1000 --duration 30 [--scenario covariate_shift] [--cards 50]
+
+Closed loop (how much can it take)::
+
+    meshctl load --concurrency 32 --duration 10      # or --requests 50000
+
+Exit codes: 0 = run finished (whatever the server answered), 1 = refused (argument out of
+bounds, unknown scenario, non-loopback target without --allow-remote), 2 = unparseable
+arguments, 3 = the target never answered (nothing listening: start the mesh with `meshctl up`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+
+from data_plane.load import LoadPlan, LoadResult, Progress, run_load, synthetic_payloads
+from data_plane.load.payloads import scenario_names
+from data_plane.settings import Settings
+from meshctl.output import emit_json, table
+
+EXIT_UNREACHABLE = 3
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "load", help="send synthetic scoring traffic to the mesh (open or closed loop)",
+        description="Send bounded synthetic traffic to POST /api/v1/predict. Give --rate R --duration S "
+                    "for an open loop (fixed rate, latency counted from the intended send time), or "
+                    "--concurrency C with --duration S or --requests N for a closed loop.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default=None,
+                   help="target (default: the edge, http://127.0.0.1:<edge port>/api/v1/predict)")
+    p.add_argument("--rate", type=float, default=None, help="open loop: requests per second")
+    p.add_argument("--duration", type=float, default=None, help="seconds to run")
+    p.add_argument("--concurrency", type=int, default=None, help="closed loop: parallel workers")
+    p.add_argument("--requests", type=int, default=None, help="closed loop: total requests to send")
+    p.add_argument("--scenario", default=None,
+                   help="drift scenario for the generated traffic (one of: "
+                        f"{', '.join(_scenarios())})")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--cards", type=int, default=0,
+                   help="draw card ids from a pool of N and send them as the card-id header "
+                        "(sticky A/B routing); 0 = no header")
+    p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds")
+    p.add_argument("--max-outstanding", type=int, default=None,
+                   help="open loop: most requests in flight (default ~1 s of traffic, 64-1024)")
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a target that is not 127.0.0.1/localhost/::1")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--json", action="store_true", help="print the full result as JSON")
+    p.set_defaults(func=run)
+
+
+def _scenarios() -> tuple[str, ...]:
+    try:
+        return scenario_names()
+    except ImportError:  # the generator is optional for --help
+        return ()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan, run and report one load run."""
+    url = args.url or f"{Settings.from_env().edge_url}/api/v1/predict"
+    plan = LoadPlan(url=url, rate=args.rate, duration=args.duration, concurrency=args.concurrency,
+                    requests=args.requests, timeout=args.timeout, max_outstanding=args.max_outstanding,
+                    allow_remote=args.allow_remote)
+    payloads = synthetic_payloads(seed=args.seed, scenario=args.scenario, cards=args.cards)
+    bar = None if args.no_progress else ProgressLine(sys.stderr)
+    result = run_load(plan, payloads, bar, stop_on_sigint=True)
+    if bar:
+        bar.finish()
+    if args.json:
+        emit_json({**result.to_dict(), "seed": args.seed, "scenario": args.scenario,
+                   "cards": args.cards})
+    else:
+        print(render(result))
+    if result.unreachable:
+        print(f"meshctl load: nothing answered at {url} for the whole run "
+              f"({result.by_error.get('connect', 0)} connection errors). Is the mesh running? "
+              "Start it with `meshctl up` (or check --url).", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return 0
+
+
+class ProgressLine:
+    """One updating status line on a terminal; one plain line every 5 s when not a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._drawn = False
+
+    def __call__(self, p: Progress) -> None:
+        total = f"/{p.total_s:g}" if p.total_s else ""
+        line = (f"[{p.elapsed_s:6.1f}{total} s] sent {p.sent:,}  ok {p.ok:,}  rps {p.rps:,.0f}  "
+                f"errors {p.errors:,}  p99 {p.p99_ms:.1f} ms")
+        if self.tty:
+            self.stream.write("\r\x1b[K" + line)
+            self._drawn = True
+        elif round(p.elapsed_s) % 5 == 0:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def render(r: LoadResult) -> str:
+    """The human-readable report: a summary table, latency, then the breakdowns."""
+    shape = (f"open loop {r.rate:g} rps" if r.mode == "open"
+             else f"closed loop x{r.concurrency}")
+    summary = [
+        ("target", r.url), ("mode", shape + (" (stopped early)" if r.stopped_early else "")),
+        ("elapsed", f"{r.elapsed_s:.2f} s"), ("sent", r.sent), ("responses", r.responses),
+        ("2xx", r.ok), ("errors (no response)", r.errors), ("achieved rps", f"{r.achieved_rps:,.1f}"),
+    ]
+    if r.mode == "open":
+        summary += [("late sends", r.late), ("not sent", r.not_sent),
+                    ("max send lag", f"{r.max_dispatch_lag_ms:.2f} ms")]
+    if r.undecodable:
+        summary.append(("undecodable 2xx bodies", r.undecodable))
+    lat = r.latency_ms
+    parts = [table(["run", ""], summary)]
+    if r.responses:
+        parts += ["", table(["latency", "p50", "p95", "p99", "p99.9", "max"],
+                            [["ms", lat["p50"], lat["p95"], lat["p99"], lat["p99.9"], lat["max"]]])]
+    for title, counts in (("status", r.by_status), ("routed_to", r.by_routed_to),
+                          ("fallback_reason", r.by_fallback_reason), ("model_type", r.by_model_type),
+                          ("model_version", r.by_model_version), ("error", r.by_error)):
+        if counts:
+            rows = sorted(counts.items(), key=lambda kv: -kv[1])
+            total = sum(counts.values())
+            parts += ["", table([title, "count", "share"],
+                                [[k, v, f"{100.0 * v / total:.1f} %"] for k, v in rows])]
+    return "\n".join(parts)
