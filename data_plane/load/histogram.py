@@ -89,6 +89,8 @@ class LatencyHistogram:
         if q <= 0.0:
             return self.min_ns
         rank = max(1, math.ceil(q / 100.0 * self.count))
+        if rank >= self.count:
+            return self.max_ns  # the top rank is the exact maximum
         seen = 0
         for i, c in enumerate(self._counts):
             if not c:
