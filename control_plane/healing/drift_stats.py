@@ -56,12 +56,13 @@ def psi(expected: Sequence[float] | np.ndarray, actual: Sequence[float] | np.nda
 
 
 def bin_counts(values: np.ndarray, cut_points: np.ndarray) -> np.ndarray:
-    """Counts per bin for interior `cut_points` c_1 <= ... <= c_{k-1} (k bins, outer bins open).
+    """Counts per bin for inner `cut_points` c_1 < ... < c_{k-1} (k bins, outer bins open-ended).
 
-    Bin i holds c_i <= v < c_{i+1} (numpy.histogram's convention), so a window value beyond the
-    reference's range lands in the first or last bin instead of being lost.
+    Bin i holds c_i < v <= c_{i+1}: the rule of `data_plane.reference_stats` (a value equal to a
+    cut point belongs to the bin below it, which matters for integer features with ties). A window
+    value beyond the reference's range lands in the first or last bin instead of being lost.
     """
-    idx = np.searchsorted(cut_points, values, side="right")
+    idx = np.searchsorted(cut_points, values, side="left")
     return np.bincount(idx, minlength=cut_points.size + 1)
 
 
@@ -105,7 +106,7 @@ class TestResult:
     dof: int = 0  # chi-square degrees of freedom after merging (0 for KS)
 
 
-def ks_2samp(window: np.ndarray, reference_sorted: np.ndarray) -> TestResult:
+def ks_2samp(window: np.ndarray, reference_sorted: np.ndarray, reference_n: int | None = None) -> TestResult:
     """Two-sided two-sample KS test; `reference_sorted` must be sorted ascending.
 
     Statistic: max |F_window - F_ref| evaluated at every observed value (ties handled by
@@ -113,16 +114,20 @@ def ks_2samp(window: np.ndarray, reference_sorted: np.ndarray) -> TestResult:
     uses for large samples, `kstwo.sf(D, round(n*m/(n+m)))`; windows are >= a few hundred rows and
     the reference sample thousands, where it matches scipy's exact p-value closely. With ties
     (integer features) the test is conservative: fewer false alarms, slightly less power.
+
+    `reference_n`: when the sorted sample is a *quantile* sample of a larger reference (evenly
+    spaced order statistics: its ECDF is the full reference's within 1/m), m is the full
+    reference's size; otherwise (a random sample) m is the sample's own size.
     """
-    n, m = window.size, reference_sorted.size
-    if n == 0 or m == 0:
+    n = window.size
+    m = reference_n if reference_n is not None else reference_sorted.size
+    if n == 0 or reference_sorted.size == 0:
         raise ValueError("KS needs two non-empty samples")
     w = np.sort(window)
     grid = np.concatenate([w, reference_sorted])
     cdf_window = np.searchsorted(w, grid, side="right") / n
-    cdf_ref = np.searchsorted(reference_sorted, grid, side="right") / m
-    diff = cdf_window - cdf_ref
-    d = float(np.max(np.abs(diff)))
+    cdf_ref = np.searchsorted(reference_sorted, grid, side="right") / reference_sorted.size
+    d = float(np.max(np.abs(cdf_window - cdf_ref)))
     big, small = max(n, m), min(n, m)
     en = big * small / (big + small)
     p = float(np.clip(stats.kstwo.sf(d, np.round(en)), 0.0, 1.0))
@@ -155,11 +160,16 @@ def merge_sparse(observed: np.ndarray, expected: np.ndarray, unseen: int = 0,
 
 
 def chi_square_gof(observed: np.ndarray, expected_freq: np.ndarray, unseen: int = 0,
-                   min_expected: float = MIN_EXPECTED) -> TestResult:
+                   min_expected: float = MIN_EXPECTED, reference_n: int | None = None) -> TestResult:
     """Chi-square goodness of fit of window counts against reference frequencies.
 
     Expected count = n * frequency (n = window size incl. `unseen`), sparse categories merged
     (`merge_sparse`). Fewer than two bins after merging leaves nothing to test: p = 1.
+
+    `reference_n`: the frequencies were estimated from N reference rows, so window-minus-reference
+    proportions vary by (1/n + 1/N) instead of 1/n; the statistic is divided by (1 + n/N) to stay
+    chi-square distributed (without it a 2,000-row window against a 40,000-row reference rejects
+    ~5 % more often than alpha). None: the frequencies are taken as exact (plain scipy chisquare).
     """
     n = float(observed.sum() + unseen)
     if n == 0:
@@ -170,6 +180,8 @@ def chi_square_gof(observed: np.ndarray, expected_freq: np.ndarray, unseen: int 
     if dof < 1:
         return TestResult(0.0, 1.0, 0)
     stat = float(np.sum((obs - exp) ** 2 / exp))
+    if reference_n:
+        stat /= 1.0 + n / reference_n
     return TestResult(stat, float(stats.chi2.sf(stat, dof)), dof)
 
 

@@ -39,18 +39,21 @@ def test_psi_levels_follow_the_seed(value: float, level: str) -> None:
     assert ds.psi_level(value) == level
 
 
-def test_bin_counts_match_numpy_histogram_and_keep_outliers() -> None:
+def test_bin_counts_put_ties_in_the_lower_bin_and_keep_outliers() -> None:
+    cuts = np.array([0.0, 1.0, 3.0])
+    # bins: v <= 0 | 0 < v <= 1 | 1 < v <= 3 | v > 3
+    counts = ds.bin_counts(np.array([-5.0, 0.0, 0.0, 0.5, 1.0, 2.0, 3.0, 3.5, 1e9]), cuts)
+    assert counts.tolist() == [3, 2, 2, 2]
+
+
+def test_bin_counts_agree_with_the_reference_stats_binning() -> None:
+    reference_stats = pytest.importorskip("data_plane.reference_stats")
     rng = np.random.default_rng(1)
-    ref = rng.normal(size=10_000)
-    edges = np.quantile(ref, np.linspace(0, 1, 11))
-    window = rng.normal(size=2_000)
-    inside = window[(window >= edges[0]) & (window <= edges[-1])]
-    ours = ds.bin_counts(inside, edges[1:-1])
-    theirs, _ = np.histogram(inside, bins=edges)
-    assert ours.tolist() == theirs.tolist()
-    # Values beyond the reference range are counted in the outer bins, not dropped.
-    counts = ds.bin_counts(np.array([-1e9, 1e9]), edges[1:-1])
-    assert counts[0] == 1 and counts[-1] == 1 and counts.sum() == 2
+    for ref, window in ((rng.normal(size=10_000), rng.normal(0.3, 1, 2_000)),
+                        (rng.poisson(0.4, 10_000).astype(float), rng.poisson(0.6, 2_000).astype(float))):
+        cuts = np.asarray(reference_stats.quantile_edges(ref))
+        ours = ds.bin_counts(window, cuts) / window.size
+        np.testing.assert_allclose(ours, reference_stats.bin_proportions(window, cuts))
 
 
 def test_binned_psi_of_a_shifted_sample_is_large_and_of_a_fresh_sample_small() -> None:
@@ -162,3 +165,24 @@ def test_bh_rejects_bad_input() -> None:
         ds.benjamini_hochberg([0.1], 0.0)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         ds.benjamini_hochberg([1.5], 0.05)
+
+
+def test_ks_credits_a_quantile_sample_with_the_full_reference_size() -> None:
+    rng = np.random.default_rng(5)
+    window = rng.normal(0.05, 1, 2_000)
+    full = np.sort(rng.normal(0, 1, 40_000))
+    quantile_sample = full[((np.arange(5_000) + 0.5) * 40_000 / 5_000).astype(int)]
+    ours = ds.ks_2samp(window, quantile_sample, reference_n=40_000)
+    exact = stats.ks_2samp(window, full, method="asymp")
+    assert ours.statistic == pytest.approx(exact.statistic, abs=1 / 5_000)
+    assert ours.p_value == pytest.approx(exact.pvalue, rel=0.1)
+
+
+def test_chi_square_reference_size_correction() -> None:
+    observed = np.array([230, 190, 160, 120, 100, 80, 60, 30, 20, 10])
+    freq = np.array([0.20, 0.16, 0.14, 0.12, 0.10, 0.08, 0.07, 0.06, 0.04, 0.03])
+    plain = stats.chisquare(observed, observed.sum() * freq)
+    corrected = ds.chi_square_gof(observed, freq, reference_n=40_000)
+    by_hand = plain.statistic / (1 + 1_000 / 40_000)
+    assert corrected.statistic == pytest.approx(by_hand)
+    assert corrected.p_value == pytest.approx(stats.chi2.sf(by_hand, 9))
