@@ -1,0 +1,69 @@
+"""`python -m control_plane`: the ADS server and the operator API until SIGTERM/SIGINT.
+
+Settings come from MESH_* env vars (meshctl up sets MESH_HOME and every MESH_PORT_*). NATS may be
+down: events are then dropped and counted, and everything else works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from control_plane.app import ControlPlane
+from control_plane.operator_api import create_app, load_or_create_token
+from data_plane.contracts.errors import MeshError
+from data_plane.settings import Settings
+
+log = logging.getLogger("control_plane")
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT arrive), then shut down cleanly."""
+    settings.ensure_home()
+    token = load_or_create_token(settings.operator_token_file)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    cp = ControlPlane(settings)
+    await cp.start()
+    runner = web.AppRunner(create_app(cp, token), access_log=None, handle_signals=False)
+    try:
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.ports.operator, reuse_address=True)
+        await site.start()
+        log.info("operator API on http://%s:%s", settings.host, settings.ports.operator)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        await runner.cleanup()
+        await cp.stop()
+        log.info("stopped (events published %d, dropped %d)", cp.bus.published, cp.bus.dropped)
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        asyncio.run(serve(settings))
+    except MeshError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        # Typically a port already in use: name it and the variable that moves it.
+        log.error("cannot start: %s (ports: ADS %s = MESH_PORT_ADS, operator %s = MESH_PORT_OPERATOR)",
+                  exc, settings.ports.ads, settings.ports.operator)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
