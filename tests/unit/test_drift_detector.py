@@ -11,20 +11,12 @@ from control_plane.healing.drift import DriftDetector, column_level
 from control_plane.healing.drift_reference import ReferenceProfile, ReferenceStatsError
 from data_plane.contracts.events import PredictionRecord
 from data_plane.contracts.schema import FEATURE_NAMES
-from data_plane.features import engineer
 from data_plane.reference_stats import compute_reference_stats
 from data_plane.synthetic import SCENARIO_FEATURES, SCENARIOS, generate
+from tests.drift_support import toy_scores
 
 WINDOW = 2000
 REFERENCE_SEED = 1
-
-
-def toy_scores(raw: np.ndarray) -> np.ndarray:
-    """A fixed logistic score of engineered features: stands in for a model in unit tests."""
-    e = engineer(raw).astype(np.float64)
-    z = (-6 + 1.2 * e[:, 12] + 1.5 * e[:, 13] + 0.02 * e[:, 14] + 0.8 * e[:, 6] + 0.5 * e[:, 16]
-         + 1.5 * e[:, 18])
-    return 1.0 / (1.0 + np.exp(-z))
 
 
 @pytest.fixture(scope="module")
