@@ -258,16 +258,19 @@ def _finish(x: np.ndarray) -> np.ndarray:
 
 # ---- live stream and delayed labels ------------------------------------------------------------------
 def iter_labelled(seed: int = 0, scenario: str | None = None, chunk: int = 4096,
-                  fraud_rate: float = 0.02, cards: int = 5000) -> Iterator[tuple[dict[str, Any], int]]:
-    """Endless (request body, true label) pairs; bodies carry a `card_id` from a pool of `cards`."""
+                  fraud_rate: float = 0.02, cards: int = 0) -> Iterator[tuple[dict[str, Any], int]]:
+    """Endless (request body, true label) pairs. With `cards` > 0 each body also carries a
+    `card_id` drawn from a pool of that many ids (the sticky A/B routing key)."""
+    if chunk < 1 or cards < 0:
+        raise ValueError("chunk must be >= 1 and cards >= 0")
     card_rng = np.random.default_rng([GENERATOR_VERSION, seed, 7])
     for block in itertools.count():
         ds = generate(chunk, seed=_chunk_seed(seed, block), scenario=scenario, fraud_rate=fraud_rate)
-        card_ids = card_rng.integers(0, cards, chunk)
-        for row, label, card in zip(ds.features.tolist(), ds.labels.tolist(), card_ids.tolist(),
-                                    strict=True):
+        card_ids = card_rng.integers(0, cards, chunk).tolist() if cards else [None] * chunk
+        for row, label, card in zip(ds.features.tolist(), ds.labels.tolist(), card_ids, strict=True):
             body = to_request(row)
-            body["card_id"] = f"card-{card:06d}"
+            if card is not None:
+                body["card_id"] = f"card-{card:06d}"
             yield body, int(label)
 
 
