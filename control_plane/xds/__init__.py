@@ -1,0 +1,66 @@
+"""The xDS core: builders (intent -> Envoy protos), snapshots, the snapshot cache, the ADS server.
+
+API (stable; used by control_plane/app.py and meshctl):
+
+    snapshots = build_snapshots(intent, topo, version)      # {node id: Snapshot}, consistent
+    cache = SnapshotCache()
+    cache.set_snapshot(node, snapshot)                      # raises InconsistentSnapshotError
+    states = await cache.wait_acked(str(version), nodes, timeout)   # {node: "ack"|"nack"|"pending"}
+    cache.node_status()                                     # {node: NodeStatus}
+    server = AdsServer(cache, callbacks)                    # callbacks: any object with some of
+    port = await server.start(host, port)                   #   XdsCallbacks' methods (port 0 ok)
+    await server.stop(grace=1.0)
+    render_bootstrap(role, node_id, admin_port, ads_host, ads_port, out_path) -> Path
+
+Node ids: `edge`, and `sidecar-xgboost` / `sidecar-pytorch` / `sidecar-heuristic` when
+`topo.sidecars` is on (with sidecars off, build_snapshots returns only `edge`).
+`build_snapshots` raises ValueError naming the intent field it cannot build (unknown service,
+weight out of range, override host not an IP); InconsistentSnapshotError is a ValueError too.
+
+NodeStatus fields: `connected`, `acked_version` (the version the node fully runs), `acked` and
+`envoy_versions` per type (`cds`/`eds`/`lds`/`rds`), `nacked` per type (NackInfo: version,
+error_detail), `nacked_version` + `error_detail` (the latest rejection), `state(version)`.
+
+Callback signatures (positional): on_stream_open(node, stream_id), on_stream_close(node,
+stream_id), on_push(node, type_url, version, nonce), on_ack(node, type_url, version, nonce,
+latency_ms), on_nack(node, type_url, version, nonce, error_detail). `version` is always the
+control plane's version that was sent (for a NACK: the rejected one, not Envoy's old one).
+
+A type whose content did not change between versions is not re-sent; the node counts as
+running the new version for it (its `acked` moves on), so wait_acked works per version.
+Delta xDS is not served (Envoy gets UNIMPLEMENTED); bootstraps use state-of-the-world ADS.
+"""
+
+from control_plane.xds.bootstrap import render_bootstrap, validate_bootstrap
+from control_plane.xds.builders import (
+    EDGE_NODE,
+    build_snapshots,
+    edge_snapshot,
+    node_ids,
+    sidecar_node,
+    sidecar_snapshot,
+)
+from control_plane.xds.cache import NackInfo, NodeStatus, SnapshotCache
+from control_plane.xds.clusters import BuildOptions
+from control_plane.xds.server import AdsServer
+from control_plane.xds.snapshot import InconsistentSnapshotError, Snapshot
+from control_plane.xds.stream import XdsCallbacks
+
+__all__ = [
+    "EDGE_NODE",
+    "AdsServer",
+    "BuildOptions",
+    "InconsistentSnapshotError",
+    "NackInfo",
+    "NodeStatus",
+    "Snapshot",
+    "SnapshotCache",
+    "XdsCallbacks",
+    "build_snapshots",
+    "edge_snapshot",
+    "node_ids",
+    "render_bootstrap",
+    "sidecar_node",
+    "sidecar_snapshot",
+    "validate_bootstrap",
+]

@@ -1,0 +1,68 @@
+"""Render an Envoy bootstrap (envoy/edge.yaml or envoy/sidecar.yaml) for one node."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+from pathlib import Path
+from string import Template
+
+from data_plane.contracts.errors import ConfigError, MeshError
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "envoy"
+ROLES = ("edge", "sidecar")
+
+
+def template_path(role: str) -> Path:
+    """The bootstrap template of `role` (`edge` or `sidecar`)."""
+    if role not in ROLES:
+        raise ConfigError(f"bootstrap role {role!r} is unknown; use one of {', '.join(ROLES)}")
+    return TEMPLATE_DIR / f"{role}.yaml"
+
+
+def _check_port(name: str, port: int) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        raise ConfigError(f"{name}={port!r} is not a port number (1-65535)")
+
+
+def render_bootstrap(role: str, node_id: str, admin_port: int, ads_host: str, ads_port: int,
+                     out_path: Path, admin_host: str = "127.0.0.1") -> Path:
+    """Write the bootstrap of node `node_id` to `out_path` and return it.
+
+    The node's cluster is its role; admin listens on 127.0.0.1; the `xds` cluster speaks HTTP/2
+    to the ADS server at ads_host:ads_port (an IP address, as the static cluster needs one).
+    """
+    if not node_id or any(c.isspace() for c in node_id) or ":" in node_id:
+        raise ConfigError(f"node id {node_id!r} must be a non-empty word (e.g. edge, sidecar-xgboost)")
+    _check_port("admin_port", admin_port)
+    _check_port("ads_port", ads_port)
+    for field, host in (("ads_host", ads_host), ("admin_host", admin_host)):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigError(f"{field}={host!r} must be an IP address such as 127.0.0.1") from None
+    text = Template(template_path(role).read_text()).substitute(
+        node_id=node_id, node_cluster=role, admin_host=admin_host, admin_port=admin_port,
+        ads_host=ads_host, ads_port=ads_port)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(out_path)  # atomic: a starting Envoy never reads half a file
+    return out_path
+
+
+def validate_bootstrap(path: Path, envoy_bin: str | None = None, timeout: float = 60.0) -> str:
+    """Run `envoy --mode validate -c path`; return its output, raise MeshError when Envoy refuses it."""
+    if envoy_bin is None:
+        from data_plane.procs import venv_bin
+
+        envoy_bin = venv_bin("envoy")
+    proc = subprocess.run([envoy_bin, "--mode", "validate", "-c", str(path), "-l", "error",
+                           "--disable-hot-restart"], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+    output = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise MeshError(f"Envoy rejected the bootstrap {path}: {output[-2000:]}")
+    return output
