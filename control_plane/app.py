@@ -22,8 +22,16 @@ from control_plane.ledger import Ledger
 from control_plane.metrics import ControlPlaneMetrics
 from control_plane.service_health import ServiceProbe
 from control_plane.store import StateStore
+from control_plane.streams import ensure_streams_when_nats_answers
 from control_plane.topology import Topology
-from control_plane.xds import AdsServer, SnapshotCache, build_snapshots
+from control_plane.xds import (
+    AdsServer,
+    InconsistentSnapshotError,
+    NodeStatus,
+    SnapshotCache,
+    build_snapshots,
+)
+from control_plane.xds.resources import short
 from data_plane.contracts import subjects
 from data_plane.contracts.errors import MeshError, ValidationError
 from data_plane.contracts.events import Decision, XdsEvent
@@ -34,6 +42,7 @@ log = logging.getLogger(__name__)
 
 IntentChange = RoutingIntent | Mapping[str, Any] | Callable[[RoutingIntent], RoutingIntent]
 ACK_TIMEOUT_S = 2.0
+MAX_PENDING = 100
 
 
 class SnapshotRefusedError(MeshError):
@@ -90,7 +99,6 @@ class ControlPlane:
         self.ads_port: int | None = None
         self.started_monotonic = time.monotonic()
         self._apply_lock = asyncio.Lock()
-        self._push_times: dict[tuple[str, str, str], float] = {}
         # Decisions whose ACKs were still pending when apply() returned: version -> (seq, nodes).
         self._pending: dict[str, tuple[int, list[str]]] = {}
         self._nacked: set[tuple[str, str]] = set()
@@ -109,6 +117,7 @@ class ControlPlane:
             self.store.unlock()
             raise
         self._running = True
+        self._spawn(ensure_streams_when_nats_answers(self.settings.nats_url), "jetstream-streams")
         log.info("control plane up: ADS on %s:%s, intent version %s", self.settings.host,
                  self.ads_port, self.store.version)
 
@@ -123,8 +132,13 @@ class ControlPlane:
             actor="control_plane", action="resume", rule="startup",
             reason="control plane started; the persisted intent was republished under a new version",
             xds_version=str(version), acked=None, nodes={}))
-        self._pending[str(version)] = (decision.seq, [])
+        self._remember_pending(str(version), decision.seq, [])
         self._count_decision(decision)
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self, grace: float = 2.0) -> None:
         """End the ADS streams cleanly, drain the event bus, release the state lock."""
@@ -172,8 +186,13 @@ class ControlPlane:
         if acked:
             self.store.mark_good(version, intent)
         elif acked is None:
-            self._pending[str(version)] = (decision.seq, connected)
+            self._remember_pending(str(version), decision.seq, connected)
         return decision
+
+    def _remember_pending(self, version: str, seq: int, nodes: list[str]) -> None:
+        self._pending[version] = (seq, nodes)
+        while len(self._pending) > MAX_PENDING:  # Envoys that never come back: forget the oldest
+            del self._pending[next(iter(self._pending))]
 
     async def _revert_after_nack(self, nacked: Decision) -> None:
         good = self.store.last_good
@@ -191,15 +210,17 @@ class ControlPlane:
     def _build(self, intent: RoutingIntent, version: int) -> dict[str, Any]:
         try:
             snapshots = build_snapshots(intent, self.topology, version)
-            for snap in snapshots.values():
-                check = getattr(snap, "check_consistency", None) or getattr(snap, "consistent", None)
-                if check is not None:
-                    check()
+            for node, snap in snapshots.items():
+                snap.check_consistency(node)
+        except InconsistentSnapshotError as exc:
+            self.metrics.refused.inc()
+            log.warning("refused an intent change: %s", exc)
+            raise SnapshotRefusedError(f"refused: {exc} Nothing was changed.") from None
         except (ValueError, KeyError, TypeError) as exc:
             self.metrics.refused.inc()
             log.warning("refused an intent change: %s", exc)
-            raise SnapshotRefusedError(f"refused: the snapshot for this intent is inconsistent ({exc}); "
-                                       "nothing was changed") from None
+            raise SnapshotRefusedError(f"refused: this intent cannot be built into a consistent snapshot "
+                                       f"({exc}); nothing was changed") from None
         return snapshots
 
     def _push(self, snapshots: Mapping[str, Any]) -> None:
@@ -213,53 +234,53 @@ class ControlPlane:
         return dict(await self.cache.wait_acked(version, nodes, self.ack_timeout))
 
     def _connected_nodes(self) -> list[str]:
-        return sorted(node for node, st in self.cache.node_status().items() if _is_connected(st))
+        return sorted(node for node, st in self.cache.node_status().items() if st.connected)
 
     def _count_decision(self, decision: Decision) -> None:
         self.metrics.decisions.labels(decision.actor, decision.action).inc()
 
-    # ---- xDS callbacks (called by the ADS server) ------------------------------------------
-    def on_push(self, node: str, type_url: str, version: str, nonce: str, *args: Any, **kw: Any) -> None:
-        self._push_times[(node, type_url, nonce)] = time.perf_counter()
-        self.metrics.pushes.labels(node, _short(type_url)).inc()
+    # ---- xDS callbacks (control_plane.xds.stream.XdsCallbacks; never raise into a stream) -------
+    def on_stream_open(self, node: str, stream_id: int) -> None:
+        self.metrics.node_connected.labels(node).set(1)
+
+    def on_stream_close(self, node: str, stream_id: int) -> None:
+        status = self.cache.node_status().get(node)
+        self.metrics.node_connected.labels(node).set(1 if status and status.connected else 0)
+
+    def on_push(self, node: str, type_url: str, version: str, nonce: str) -> None:
+        self.metrics.pushes.labels(node, short(type_url)).inc()
         self.bus.publish(subjects.xds("pushed"), XdsEvent(node=node, type_url=type_url, version=version,
                                                           nonce=nonce))
 
-    def on_ack(self, node: str, type_url: str, version: str, nonce: str, *args: Any, **kw: Any) -> None:
-        started = self._push_times.pop((node, type_url, nonce), None)
-        latency_ms = (time.perf_counter() - started) * 1000 if started is not None else None
-        if latency_ms is not None:
-            self.metrics.push_ack_seconds.labels(node, _short(type_url)).observe(latency_ms / 1000)
+    def on_ack(self, node: str, type_url: str, version: str, nonce: str, latency_ms: float) -> None:
+        self.metrics.push_ack_seconds.labels(node, short(type_url)).observe(latency_ms / 1000)
         self.bus.publish(subjects.xds("acked"), XdsEvent(node=node, type_url=type_url, version=version,
                                                          nonce=nonce, latency_ms=latency_ms))
         if self._pending:
             self._settle_pending()
 
-    def on_nack(self, node: str, type_url: str, version: str, nonce: str, *args: Any,
-                **kw: Any) -> None:
-        error = kw.get("error_detail") or kw.get("error") or (str(args[0]) if args else None)
-        started = self._push_times.pop((node, type_url, nonce), None)
-        latency_ms = (time.perf_counter() - started) * 1000 if started is not None else None
-        self.metrics.nacks.labels(node, _short(type_url)).inc()
+    def on_nack(self, node: str, type_url: str, version: str, nonce: str, error_detail: str) -> None:
+        """A rejected push: an event, a counter, and one ledger entry per node and version."""
+        self.metrics.nacks.labels(node, short(type_url)).inc()
         self.bus.publish(subjects.xds("nacked"), XdsEvent(node=node, type_url=type_url, version=version,
-                                                          nonce=nonce, latency_ms=latency_ms,
-                                                          error=error))
-        rejected = self.store.version  # the NACK carries Envoy's old version; ours is the newest
-        key = (node, f"{rejected}:{type_url}")
+                                                          nonce=nonce, error=error_detail))
+        key = (node, version)
         if key in self._nacked:
             return
         self._nacked.add(key)
         decision = self.ledger.append(Decision(
             actor="envoy", action="nack", rule="envoy_rejected_config",
-            reason=f"{node} rejected {_short(type_url)} of version {rejected}: {error or 'no detail'}",
-            xds_version=str(rejected), acked=False, nodes={node: "nack"}))
+            reason=f"{node} rejected {short(type_url)} of version {version}: {error_detail}",
+            xds_version=version, acked=False, nodes={node: "nack"}))
         self._count_decision(decision)
+        if self._pending:
+            self._settle_pending()
 
     def _settle_pending(self) -> None:
         """Late ACKs: a decision recorded as pending becomes acked once its nodes ACKed it."""
         status = self.cache.node_status()
         for version, (seq, nodes) in list(self._pending.items()):
-            watch = nodes or sorted(n for n, st in status.items() if _is_connected(st))
+            watch = nodes or sorted(n for n, st in status.items() if st.connected)
             if not watch:
                 continue
             states = {n: _node_state(status.get(n), version) for n in watch}
@@ -297,42 +318,22 @@ class ControlPlane:
         good = self.store.last_good
         self.metrics.last_good_version.set(good.version if good else 0)
         for node, st in self.cache.node_status().items():
-            self.metrics.node_connected.labels(node).set(1 if _is_connected(st) else 0)
+            self.metrics.node_connected.labels(node).set(1 if st.connected else 0)
         self.metrics.events_dropped.set(self.bus.dropped)
         self.metrics.events_published.set(self.bus.published)
 
 
-# ---- node status helpers (the cache reports per node; shapes are normalised here) -------------
-def _short(type_url: str) -> str:
-    return type_url.rsplit(".", 1)[-1]
+# ---- node status helpers ------------------------------------------------------------------------
+def _node_state(st: NodeStatus | None, version: str) -> str:
+    return "pending" if st is None else st.state(version)
 
 
-def _get(st: Any, name: str, default: Any = None) -> Any:
-    if isinstance(st, Mapping):
-        return st.get(name, default)
-    return getattr(st, name, default)
-
-
-def _is_connected(st: Any) -> bool:
-    return bool(_get(st, "connected", False))
-
-
-def _node_state(st: Any, version: str) -> str:
-    if st is None:
-        return "pending"
-    if _get(st, "nacked_version") == version or (_get(st, "state") == "nack"
-                                                 and _get(st, "version") == version):
-        return "nack"
-    if _get(st, "acked_version", _get(st, "version")) == version:
-        return "ack"
-    return "pending"
-
-
-def _node_view(st: Any, version: str) -> dict[str, Any]:
-    return {"connected": _is_connected(st), "state": _node_state(st, version),
-            "acked_version": _get(st, "acked_version", _get(st, "version")),
-            "nacked_version": _get(st, "nacked_version"),
-            "error": _get(st, "error", _get(st, "error_detail"))}
+def _node_view(st: NodeStatus, version: str) -> dict[str, Any]:
+    view = st.to_dict()
+    view.pop("node", None)
+    view["state"] = st.state(version)
+    view["error"] = st.error_detail
+    return view
 
 
 def _overall(states: Mapping[str, str]) -> bool | None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiohttp import web
 
+from control_plane.app import SnapshotRefusedError
 from control_plane.intent import validate_weights
 from data_plane.contracts.errors import StateDirError, ValidationError
 
@@ -82,6 +83,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except BadRequest as exc:
         return _validation(400, exc)
+    except SnapshotRefusedError as exc:
+        return web.json_response(exc.to_dict(), status=422)
     except ValidationError as exc:
         return _validation(422, exc)
     except web.HTTPRequestEntityTooLarge:

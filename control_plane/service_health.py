@@ -31,7 +31,7 @@ def health_targets(settings: Settings) -> list[HealthTarget]:
     for svc in SERVICES:
         challenger = getattr(p, f"{svc}_challenger", None)
         ports = (getattr(p, svc), challenger) if challenger else (getattr(p, svc),)
-        targets.append(HealthTarget(svc, "model_server", f"http://{h}:{ports[0]}/health", ports))
+        targets.append(HealthTarget(svc, "model_server", f"http://{h}:{ports[0]}/ready", ports))
         if settings.sidecars:
             admin = getattr(p, f"sidecar_admin_{svc}")
             targets.append(HealthTarget(f"sidecar-{svc}", "envoy", f"http://{h}:{admin}/ready",

@@ -125,7 +125,7 @@ def _model_server(kind: str) -> ServiceSpec:
     ports = (kind, f"{kind}_challenger") if kind != "heuristic" else (kind,)
     return ServiceSpec(
         name=kind, argv=_model_server_argv(kind), ports=ports, python=True,
-        probes=lambda s: [_http(s, getattr(s.ports, kind), "/health")],
+        probes=lambda s: [_http(s, getattr(s.ports, kind), "/ready")],
         enabled=_model_server_enabled(kind), ready_timeout=90.0,
         disabled_hint=("model_servers is not installed yet" if kind == "heuristic"
                        else f"no champion of fraud-{kind} registered: run `meshctl train`"))
