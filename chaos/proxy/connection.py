@@ -11,7 +11,7 @@ import asyncio
 import logging
 import socket
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from chaos.proxy.addresses import split_host_port
 from chaos.proxy.link import HOLD_CONNECTING, HOLD_DEST_FULL, Link
@@ -36,18 +36,23 @@ class Endpoint(asyncio.Protocol):
         self.holds = 0
         self.closing = False
         self.lost = False
+        # uvloop may deliver reads before a pause requested in connection_made takes effect:
+        # what arrives before the links exist waits here.
+        self.early: list[bytes] = []
+        self.early_eof = False
 
     # ---- asyncio callbacks -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, but implement it.
+        self.transport = cast(asyncio.Transport, transport)
         self.hold_reading(HOLD_CONNECTING)  # nothing is read until both sockets and links exist
         self.conn.endpoint_made(self)
 
     def data_received(self, data: bytes) -> None:
         link = self.inbound
-        assert link is not None
-        if link.fast:  # the hot path: one call, no queue
+        if link is None:
+            self.early.append(data)
+        elif link.fast:  # the hot path: one call, no queue
             link.write(data)
         else:
             link.feed(data)
@@ -55,6 +60,8 @@ class Endpoint(asyncio.Protocol):
     def eof_received(self) -> bool:
         if self.inbound is not None:
             self.inbound.feed_eof()
+        else:
+            self.early_eof = True
         return True  # keep the socket open for the other direction; the link closes it
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -152,8 +159,13 @@ class Connection:
         self.links = {Direction.UPSTREAM: up, Direction.DOWNSTREAM: down}
         self.client.inbound, self.client.outbound = up, down
         upstream.inbound, upstream.outbound = down, up
-        self.client.release_reading(HOLD_CONNECTING)
-        upstream.release_reading(HOLD_CONNECTING)
+        for endpoint, link in ((self.client, up), (upstream, down)):
+            for data in endpoint.early:
+                link.feed(data)
+            endpoint.early.clear()
+            if endpoint.early_eof:
+                link.feed_eof()
+            endpoint.release_reading(HOLD_CONNECTING)
 
     def endpoint_lost(self, endpoint: Endpoint) -> None:
         if endpoint.outbound is not None:
