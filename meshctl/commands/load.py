@@ -80,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
                    "cards": args.cards})
     else:
         print(render(result))
+    if result.mode == "open" and result.late > max(1, result.sent // 100):
+        print(f"meshctl load: warning: {result.late} of {result.sent} requests left more than "
+              f"{plan.late_after_ms:g} ms behind schedule (max {result.max_dispatch_lag_ms:.0f} ms): "
+              "the generator could not keep up, so latencies include its own delay. Lower --rate "
+              "or free some CPU.", file=sys.stderr)
     if result.unreachable:
         print(f"meshctl load: nothing answered at {url} for the whole run "
               f"({result.by_error.get('connect', 0)} connection errors). Is the mesh running? "

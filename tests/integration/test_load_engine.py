@@ -67,8 +67,8 @@ async def test_open_loop_holds_its_rate_and_counts_match_the_server(target) -> N
     result = await LoadEngine(LoadPlan(url=t.url, rate=800, duration=3), PAYLOADS, ticks.append).run()
     server = await t.stats()
 
-    assert result.sent == result.responses == server["requests"] == 2400
-    assert result.achieved_rps == pytest.approx(800, rel=0.05)
+    assert result.sent == result.responses == server["requests"] == 2400, result.to_dict()
+    assert result.achieved_rps == pytest.approx(800, rel=0.05), result.to_dict()
     assert result.errors == result.not_sent == 0
     assert result.by_status == {k: v for k, v in server["by_status"].items()}
     assert result.by_status["503"] == 2400 // 25
