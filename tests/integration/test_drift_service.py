@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
 
-from control_plane.healing.drift_service import PREDICTIONS_STREAM, ChampionReference, DriftService
+from control_plane.healing.drift_service import (
+    PREDICTIONS_STREAM,
+    ChampionReference,
+    DriftService,
+    registry_lookup,
+)
 from data_plane.contracts import subjects
 from data_plane.contracts.events import DriftReport, PredictionBatch, PredictionRecord
 from data_plane.netutil import free_port
 from data_plane.procs import ManagedProcess, nats_server
 from data_plane.reference_stats import compute_reference_stats
+from data_plane.settings import Settings
 from data_plane.synthetic import SCENARIO_FEATURES, generate
 from tests.drift_support import records, toy_scores
 
@@ -162,3 +169,44 @@ async def test_partial_window_is_reported_when_traffic_goes_quiet(nats_url: str,
     finally:
         await svc.close()
         await nc.drain()
+
+
+async def test_champion_reference_from_the_registry_end_to_end(nats_url: str, settings: Settings,
+                                                              tmp_path: Path) -> None:
+    """Real model, real MLflow registry, real NATS: the service finds the champion's reference."""
+    import nats
+
+    from data_plane.registry import Registry
+    from data_plane.scoring import OnnxScorer
+    from training.pipeline import register_trained, train_one
+
+    data = generate(8_000, seed=21)
+    trained = train_one("xgboost", data, workdir=tmp_path / "train", params={"n_estimators": 60})
+    mv = register_trained(Registry(settings), trained, data.fingerprint(), alias="champion")
+    lookup = registry_lookup(settings)
+    champion = lookup("xgboost")
+    assert champion is not None and champion.model_version == mv.label
+    assert champion.stats["n"] == trained.reference_stats["n"]
+    assert lookup("heuristic") is None and lookup("pytorch") is None  # nothing to drift from
+
+    scorer = OnnxScorer(trained.onnx_path)
+    live = generate(WINDOW, seed=22, scenario="new_fraud_pattern").features
+    scores = scorer.predict(live)
+    recs = [PredictionRecord(request_id=f"e{i}", model="xgboost", model_version=mv.label, slot="champion",
+                             features=row, score=float(s), is_fraud=bool(s >= 0.5), latency_ms=1.0)
+            for i, (row, s) in enumerate(zip(live.tolist(), scores.tolist(), strict=True))]
+    nc = await nats.connect(nats_url)
+    got = await reports_on(nc)
+    svc = DriftService(replace(settings, nats_url_override=nats_url), window_size=WINDOW, min_window=500)
+    await svc.start()
+    try:
+        await asyncio.wait_for(svc.wait_ready(), 10)
+        await publish(nc, recs)
+        report = await asyncio.wait_for(got.get(), 30)
+        assert report.model_version == mv.label and report.level == "retrain"
+        assert {f.feature for f in report.features if f.level == "retrain"} <= set(
+            SCENARIO_FEATURES["new_fraud_pattern"])
+    finally:
+        await svc.close()
+        await nc.drain()
+        trained.cleanup()
