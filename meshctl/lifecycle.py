@@ -272,7 +272,10 @@ def _signal_group(rec: ServiceRecord, sig: int) -> None:
 def service_status(settings: Settings) -> list[dict[str, Any]]:
     """Each recorded service with pid, ports, running and healthy (all probes pass)."""
     rows = []
-    for rec in load_records(settings).values():
+    order = [s.name for s in SERVICES]
+    records = sorted(load_records(settings).values(),
+                     key=lambda r: order.index(r.name) if r.name in order else len(order))
+    for rec in records:
         running = is_running(rec)
         rows.append({"name": rec.name, "pid": rec.pid, "ports": rec.ports, "running": running,
                      "healthy": running and all(probe(p) for p in rec.probes), "log": rec.log,
@@ -287,7 +290,7 @@ def mesh_state(settings: Settings) -> dict[str, Any]:
                                     timeout=2) as resp:
             body = json.loads(resp.read())
         return {"source": "operator_api", "intent": body.get("intent"),
-                "snapshot_version": body.get("snapshot_version"),
+                "snapshot_version": body.get("version"),
                 "last_good_version": body.get("last_good_version"),
                 "effective_weights": body.get("effective_weights"), "nodes": body.get("nodes", {})}
     except (urllib.error.URLError, OSError, ValueError):

@@ -101,6 +101,34 @@ def edge_versions(s: Settings) -> set[str]:
     return versions
 
 
+def edge_split(s: Settings) -> dict[str, int]:
+    """The predict route's weighted clusters as the edge Envoy runs them."""
+    _, dump = http("GET", f"http://{s.host}:{s.ports.edge_admin}/config_dump?resource=dynamic_route_configs")
+    for config in dump["configs"]:
+        for vhost in config["route_config"]["virtual_hosts"]:
+            for route in vhost["routes"]:
+                if route["match"].get("path") == "/api/v1/predict":
+                    clusters = route["route"]["weighted_clusters"]["clusters"]
+                    return {c["name"]: int(c["weight"]) for c in clusters}
+    raise AssertionError("no /api/v1/predict route in the edge config")
+
+
+def edge_xds_versions(s: Settings) -> dict[str, str]:
+    """The version of the last accepted CDS/LDS/RDS update (Envoy's *.version_text stats).
+
+    A re-sent resource whose content is unchanged keeps its old version in /config_dump, so the
+    stats are what shows that Envoy accepted a newer version.
+    """
+    _, text = http("GET", f"http://{s.host}:{s.ports.edge_admin}/stats?filter=version_text")
+    out = {}
+    for line in str(text).splitlines():
+        name, _, value = line.partition(": ")
+        for kind in ("cluster_manager.cds", "listener_manager.lds", "rds.edge-routes"):
+            if name.endswith(kind + ".version_text"):
+                out[kind.split(".")[-1]] = value.strip().strip('"')
+    return out
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -168,6 +196,7 @@ def test_up_change_kill_restart_down(mesh_env: dict[str, str]) -> None:
     assert body["acked"] is True and body["nodes"] == {"edge": "ack"}
     assert body["weights"] == {"xgboost": 0.3, "pytorch": 0.7}
     assert version in edge_versions(s)
+    assert edge_split(s) == {"chain-xgboost": 3000, "chain-pytorch": 7000}
 
     # kill -9 the control plane: the edge keeps its last config and still answers.
     records = json.loads((s.run_dir / "services.json").read_text())["services"]
@@ -183,12 +212,14 @@ def test_up_change_kill_restart_down(mesh_env: dict[str, str]) -> None:
     again = meshctl(mesh_env, "up", "--detach", "--only", CORE)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "already running" in again.stdout and "control-plane" in again.stdout
-    newer = wait_for(lambda: [v for v in edge_versions(s) if v.isdigit() and int(v) > int(version)],
-                     20, "the edge to ACK a higher version")
+    newer = wait_for(lambda: (v := edge_xds_versions(s)) and len(v) == 3
+                     and all(int(x) > int(version) for x in v.values()) and v,
+                     20, "the edge to accept a higher version")
+    assert edge_split(s) == {"chain-xgboost": 3000, "chain-pytorch": 7000}
     code, st = http("GET", f"{s.edge_url}/api/v1/status")
     assert code == 200
     assert st["intent"]["weights"] == {"xgboost": 0.3, "pytorch": 0.7}
-    assert st["version"] >= int(newer[0]) > int(version)
+    assert st["version"] == int(newer["cds"]) > int(version)
     wait_for(lambda: http("GET", f"{s.operator_url}/api/v1/status")[1]["nodes"]["edge"]["state"] == "ack",
              10, "the edge node to report ack")
 
