@@ -139,8 +139,9 @@ class AdsStream:
             detail = req.error_detail.message or f"code {req.error_detail.code}"
             self.cache.record_nack(self.node, sent.type_url, sent.version, sent.digest, detail,
                                    req.response_nonce)
-            log.warning("node %s rejected %s version %s: %s", self.node, sent.type_url, sent.version,
-                        detail)
+            # Envoy's detail quotes the whole resource; the log keeps the head and the cause.
+            brief = detail if len(detail) <= 600 else f"{detail[:200]} ... {detail[-300:]}"
+            log.warning("node %s rejected %s version %s: %s", self.node, sent.type_url, sent.version, brief)
             fire(self.callbacks, "on_nack", self.node, sent.type_url, sent.version,
                  req.response_nonce, detail)
             return
