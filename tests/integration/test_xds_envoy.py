@@ -234,15 +234,17 @@ async def test_envoy_receives_every_type_and_serves(mesh: Mesh) -> None:
     assert status.connected and status.acked == {"cds": version, "eds": version, "lds": version,
                                                  "rds": version}
     dump = await mesh.config_dump()
-    clusters = {c["cluster"]["name"]: c["version_info"] for c in dump["ClustersConfigDump"]["dynamic_active_clusters"]}
+    active = dump["ClustersConfigDump"]["dynamic_active_clusters"]
+    clusters = {c["cluster"]["name"]: c["version_info"] for c in active}
     assert set(MODEL_CLUSTERS) | {"chain-xgboost", "chain-pytorch", "operator"} <= set(clusters)
     assert set(clusters.values()) == {version}
     assert [r["version_info"] for r in dump["RoutesConfigDump"]["dynamic_route_configs"]] == [version]
     assert dump["ListenersConfigDump"]["dynamic_listeners"][0]["active_state"]["version_info"] == version
-    eds = {e["endpoint_config"]["cluster_name"] for e in dump["EndpointsConfigDump"]["dynamic_endpoint_configs"]}
+    eds = {e["endpoint_config"]["cluster_name"]
+           for e in dump["EndpointsConfigDump"]["dynamic_endpoint_configs"]}
     assert set(MODEL_CLUSTERS) <= eds
 
-    code, headers, body = await mesh.predict()
+    code, _, body = await mesh.predict()
     assert code == 200 and body["routed_to"] in ("xgboost", "pytorch")
     assert body["intended"] == body["routed_to"]  # x-mesh-intended names the weighted target
     async with mesh.session.get(mesh.edge_url + "/health") as r:
@@ -355,7 +357,8 @@ async def test_nacked_version_is_reported_once_and_envoy_keeps_serving(mesh: Mes
     assert len([p for p in mesh.recorder.pushes if p[0] == "edge" and p[1] == CLUSTER and p[2] == bad]) == 1
 
     dump = await mesh.config_dump()
-    xgb = next(c for c in dump["ClustersConfigDump"]["dynamic_active_clusters"] if c["cluster"]["name"] == "xgboost")
+    active = dump["ClustersConfigDump"]["dynamic_active_clusters"]
+    xgb = next(c for c in active if c["cluster"]["name"] == "xgboost")
     assert xgb["cluster"]["outlier_detection"]["max_ejection_percent"] == 100  # last good config
     assert dump["ClustersConfigDump"]["version_info"] not in (bad, "")  # last accepted, e.g. v1
     results = await mesh.burst(50)
