@@ -28,6 +28,7 @@ from control_plane.xds import (
     AdsServer,
     InconsistentSnapshotError,
     NodeStatus,
+    Snapshot,
     SnapshotCache,
     build_snapshots,
 )
@@ -41,6 +42,7 @@ from data_plane.settings import Settings
 log = logging.getLogger(__name__)
 
 IntentChange = RoutingIntent | Mapping[str, Any] | Callable[[RoutingIntent], RoutingIntent]
+SnapshotBuilder = Callable[[RoutingIntent, Topology, int], Mapping[str, Snapshot]]
 ACK_TIMEOUT_S = 2.0
 MAX_PENDING = 100
 
@@ -85,8 +87,9 @@ class ControlPlane:
     """Owns the state store, ledger, snapshot cache and ADS server of one MESH_HOME."""
 
     def __init__(self, settings: Settings, *, ack_timeout: float = ACK_TIMEOUT_S,
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, build: SnapshotBuilder = build_snapshots) -> None:
         self.settings = settings
+        self._build_snapshots = build  # the xDS builders; tests inject faulty ones to prove refusals
         self.topology = Topology.from_settings(settings)
         self.ack_timeout = ack_timeout
         self.store = StateStore(settings)
@@ -207,9 +210,9 @@ class ControlPlane:
             trigger_ids=[nacked.id], numbers={"nacked_version": float(nacked.xds_version or 0)},
             action="revert")
 
-    def _build(self, intent: RoutingIntent, version: int) -> dict[str, Any]:
+    def _build(self, intent: RoutingIntent, version: int) -> Mapping[str, Snapshot]:
         try:
-            snapshots = build_snapshots(intent, self.topology, version)
+            snapshots = self._build_snapshots(intent, self.topology, version)
             for node, snap in snapshots.items():
                 snap.check_consistency(node)
         except InconsistentSnapshotError as exc:
@@ -223,7 +226,7 @@ class ControlPlane:
                                        f"({exc}); nothing was changed") from None
         return snapshots
 
-    def _push(self, snapshots: Mapping[str, Any]) -> None:
+    def _push(self, snapshots: Mapping[str, Snapshot]) -> None:
         for node, snap in snapshots.items():
             self.cache.set_snapshot(node, snap)
         self.metrics.snapshot_version.set(self.store.version)
