@@ -271,9 +271,10 @@ class ControlPlane:
         if key in self._nacked:
             return
         self._nacked.add(key)
+        detail = " ".join(error_detail.split())  # Envoy's message spans lines
         decision = self.ledger.append(Decision(
             actor="envoy", action="nack", rule="envoy_rejected_config",
-            reason=f"{node} rejected {short(type_url)} of version {version}: {error_detail}",
+            reason=f"{node} rejected {short(type_url)} of version {version}: {detail}",
             xds_version=version, acked=False, nodes={node: "nack"}))
         self._count_decision(decision)
         if self._pending:

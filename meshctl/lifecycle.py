@@ -311,7 +311,8 @@ def foreground(settings: Settings, out: Print = print) -> int:
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    # Explicit handlers: a shell may start us with SIGINT ignored, and Ctrl-C must still stop the mesh.
+    previous = {sig: signal.signal(sig, on_term) for sig in (signal.SIGINT, signal.SIGTERM)}
     reported: set[str] = set()
     try:
         out("mesh is up; Ctrl-C stops it")
@@ -327,7 +328,8 @@ def foreground(settings: Settings, out: Print = print) -> int:
         down(settings, out=out)
         return 0
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def reap_children() -> None:
