@@ -229,3 +229,31 @@ def test_up_change_kill_restart_down(mesh_env: dict[str, str]) -> None:
     assert not list(s.run_dir.glob("*.pid"))
     twice = meshctl(mesh_env, "down")
     assert twice.returncode == 0 and "nothing running" in twice.stdout
+
+
+def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    home = tmp_path / "mesh"
+    env = {**os.environ, "MESH_HOME": str(home), **_free_ports()}
+    proc = subprocess.Popen([sys.executable, "-m", "meshctl", "up", "--only", "nats"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops it" in line or not line:
+                break
+        assert any("nats" in line and "ready in" in line for line in lines), lines
+        assert run_processes(home)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        assert proc.returncode == 0, out
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            meshctl(env, "down")
+    assert not run_processes(home)
+    assert not (home / "run" / "services.json").exists()

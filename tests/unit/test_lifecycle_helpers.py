@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -67,3 +69,40 @@ def test_a_zombie_counts_as_stopped() -> None:
 def test_down_with_nothing_recorded_is_a_no_op(settings: Settings) -> None:
     assert lifecycle.down(settings, out=lambda _: None) == []
     assert lifecycle.down(settings, out=lambda _: None) == []
+
+
+def _record(proc: subprocess.Popen[bytes], name: str = "stubborn") -> lifecycle.ServiceRecord:
+    ticks = lifecycle.process_start_ticks(proc.pid) or 0
+    return lifecycle.ServiceRecord(name=name, pid=proc.pid, start_ticks=ticks, argv=[], ports={}, probes=[],
+                                   log="", started_at=time.time())
+
+
+def test_stop_escalates_to_sigkill_for_a_process_ignoring_sigterm() -> None:
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True);"
+            " time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline()  # the handler is installed
+    lines: list[str] = []
+    stopped = lifecycle._stop(Settings.from_env(), [_record(proc)], timeout=0.3, out=lines.append)
+    assert stopped == ["stubborn"] and any("SIGKILL" in line for line in lines)
+    assert proc.wait(timeout=5) == -signal.SIGKILL
+    proc.stdout.close()
+
+
+def test_stop_reaches_group_members_that_outlive_their_leader() -> None:
+    # The leader starts a grandchild in its process group and exits at once.
+    code = ("import subprocess, sys;"
+            " p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+            " print(p.pid, flush=True)")
+    leader = subprocess.Popen([sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE)
+    assert leader.stdout is not None
+    grandchild = int(leader.stdout.readline())
+    rec = _record(leader, "leader")
+    leader.wait(timeout=5)
+    leader.stdout.close()
+    assert lifecycle.is_running(rec)  # the group lives on
+    lifecycle._stop(Settings.from_env(), [rec], timeout=2, out=lambda _: None)
+    deadline = time.monotonic() + 5
+    while lifecycle.process_alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not lifecycle.process_alive(grandchild)
