@@ -1,1 +1,1 @@
-"""tui."""
+"""The Textual operator console (`meshctl console`): it talks to the operator API and NATS only."""

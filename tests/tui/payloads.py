@@ -1,0 +1,222 @@
+"""Recorded operator-API answers (docs/operator-api.md; shapes as control_plane/operator_api.py sends).
+
+Fixed timestamps (2026-01-01 UTC) and numbers keep snapshot tests deterministic. Every function
+returns a fresh copy so a test may change what it got.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+T0 = 1767225600.0  # 2026-01-01 00:00:00 UTC
+FEATURES = ("amount", "merchant_category", "hour_of_day", "day_of_week", "distance_from_home",
+            "distance_from_last_txn", "is_foreign", "velocity_last_1h", "velocity_last_24h",
+            "avg_amount_last_7d", "card_age_days")
+CATEGORICAL = {"merchant_category", "hour_of_day", "day_of_week", "is_foreign"}
+
+
+def _service(name: str, kind: str, url: str, healthy: bool = True) -> dict[str, Any]:
+    return {"kind": kind, "url": url, "healthy": healthy, "status": 200 if healthy else None,
+            "error": None if healthy else "Cannot connect to host 127.0.0.1:8003"}
+
+
+_INTENT = {
+    "weights": {"xgboost": 0.8, "pytorch": 0.2},
+    "canary": {"model": "xgboost", "weight": 0.25, "version": "4"},
+    "shadow": None,
+    "ejected": ["heuristic"],
+    "pins": {"pytorch": "2"},
+    "frozen": False,
+    "overrides": {},
+    "sticky": True,
+}
+
+_STATUS = {
+    "intent": _INTENT,
+    "effective_weights": {"xgboost": 0.8, "pytorch": 0.2},
+    "frozen": False,
+    "snapshot_version": 42,
+    "last_good_version": 42,
+    "nodes": {
+        "edge": {"connected": True, "state": "ack", "acked_version": "42", "error": None},
+        "sidecar-xgboost": {"connected": True, "state": "ack", "acked_version": "42", "error": None},
+        "sidecar-pytorch": {"connected": True, "state": "ack", "acked_version": "42", "error": None},
+        "sidecar-heuristic": {"connected": False, "state": "pending", "acked_version": "40",
+                              "error": None},
+    },
+    "ledger": {"last_seq": 6},
+    "events": {"connected": True, "published": 18342, "dropped": 0},
+    "ads": {"host": "127.0.0.1", "port": 18000},
+    "services": {
+        "nats": _service("nats", "nats", "http://127.0.0.1:8222/healthz"),
+        "edge": _service("edge", "envoy", "http://127.0.0.1:9901/ready"),
+        "xgboost": _service("xgboost", "model_server", "http://127.0.0.1:8001/health"),
+        "sidecar-xgboost": _service("sidecar-xgboost", "envoy", "http://127.0.0.1:9911/ready"),
+        "pytorch": _service("pytorch", "model_server", "http://127.0.0.1:8002/health"),
+        "sidecar-pytorch": _service("sidecar-pytorch", "envoy", "http://127.0.0.1:9912/ready"),
+        "heuristic": _service("heuristic", "model_server", "http://127.0.0.1:8003/health", False),
+        "sidecar-heuristic": _service("sidecar-heuristic", "envoy", "http://127.0.0.1:9913/ready"),
+    },
+}
+
+
+def _decision(seq: int, actor: str, action: str, rule: str, reason: str, *, version: int | None,
+              acked: bool | None, nodes: dict[str, str] | None = None, trigger_ids: list[str] | None = None,
+              numbers: dict[str, float] | None = None) -> dict[str, Any]:
+    return {"v": 1, "id": f"d{seq:04d}", "ts": T0 + 60 * seq, "seq": seq, "actor": actor,
+            "action": action, "rule": rule, "reason": reason, "trigger_ids": trigger_ids or [],
+            "numbers": numbers or {}, "xds_version": None if version is None else str(version),
+            "acked": acked, "nodes": nodes or {}}
+
+
+_ALL_ACK = {"edge": "ack", "sidecar-heuristic": "ack", "sidecar-pytorch": "ack", "sidecar-xgboost": "ack"}
+_DECISIONS = [
+    _decision(1, "control_plane", "resume", "startup", "control plane started; the persisted intent "
+              "was republished under a new version", version=37, acked=True, nodes=_ALL_ACK),
+    _decision(2, "operator", "set_weights", "operator_request", "operator set the traffic split",
+              version=38, acked=True, nodes=_ALL_ACK, numbers={"xgboost": 0.8, "pytorch": 0.2}),
+    _decision(3, "retrain", "register_challenger", "drift_retrain", "drift level retrain on "
+              "amount (PSI 0.31) for 2 windows; fraud-xgboost v4 registered as challenger",
+              version=39, acked=True, nodes=_ALL_ACK, trigger_ids=["drift-7f3a"],
+              numbers={"max_psi": 0.31, "windows": 2.0}),
+    _decision(4, "reconciler", "eject", "health_failures", "heuristic failed 5 health checks in a "
+              "row (connection refused)", version=40, acked=True, nodes=_ALL_ACK,
+              trigger_ids=["health-91c2", "health-91c3"], numbers={"consecutive_failures": 5.0}),
+    _decision(5, "canary", "canary_step", "canary_pass", "step 1 passed: error rate 0.1% <= 10%, "
+              "p95 41 ms <= 500 ms; weight 10% -> 25%", version=41, acked=True, nodes=_ALL_ACK,
+              trigger_ids=["d0003"], numbers={"error_rate": 0.001, "p95_ms": 41.0, "weight": 0.25}),
+    _decision(6, "operator", "pin", "operator_request", "operator pinned pytorch to version 2",
+              version=42, acked=None, nodes={"edge": "ack", "sidecar-heuristic": "pending",
+                                             "sidecar-pytorch": "ack", "sidecar-xgboost": "ack"}),
+]
+
+_MODELS = {
+    "xgboost": {
+        "versions": [
+            {"version": "3", "aliases": ["champion"], "created_at": int(T0 * 1000) - 86_400_000,
+             "metrics": {"auc": 0.981, "f1": 0.742, "brier": 0.0141}},
+            {"version": "4", "aliases": ["challenger"], "created_at": int(T0 * 1000) + 180_000,
+             "metrics": {"auc": 0.984, "f1": 0.761, "brier": 0.0137}},
+        ],
+        "champion": "3", "challenger": "4", "pinned": None,
+    },
+    "pytorch": {
+        "versions": [
+            {"version": "1", "aliases": [], "created_at": int(T0 * 1000) - 172_800_000,
+             "metrics": {"auc": 0.962, "f1": 0.688, "brier": 0.0172}},
+            {"version": "2", "aliases": ["champion"], "created_at": int(T0 * 1000) - 90_000_000,
+             "metrics": {"auc": 0.973, "f1": 0.705, "brier": 0.0158}},
+        ],
+        "champion": "2", "challenger": None, "pinned": "2",
+    },
+}
+
+_CANARY = {
+    "xgboost": {"phase": "canary", "version": "4", "step": 2, "steps": [0.1, 0.25, 0.5, 1.0],
+                "weight": 0.25, "verdicts": [
+                    {"step": 1, "verdict": "pass", "ts": T0 + 300,
+                     "reason": "errors 0.1% <= 10%, p95 41 ms <= 500 ms"},
+                    {"step": 2, "verdict": "wait", "ts": T0 + 360,
+                     "reason": "120/200 labelled samples"}]},
+    "pytorch": {"phase": "idle", "version": None, "step": 0, "weight": 0.0, "verdicts": []},
+}
+
+
+def _feature(name: str, psi: float, p_value: float, level: str) -> dict[str, Any]:
+    return {"feature": name, "psi": psi, "p_value": p_value,
+            "test": "chi2" if name in CATEGORICAL else "ks", "level": level, "rejected": level != "none"}
+
+
+def _drift_report(model: str, version: str, shifted: dict[str, tuple[float, float, str]]) -> dict[str, Any]:
+    feats = [_feature(n, *shifted.get(n, (0.01 + 0.002 * i, 0.4 + 0.05 * i, "none")))
+             for i, n in enumerate(FEATURES)]
+    worst = max(feats, key=lambda f: f["psi"])
+    order = {"none": 0, "monitor": 1, "retrain": 2}
+    level = max((f["level"] for f in feats), key=order.__getitem__)
+    return {"v": 1, "id": f"drift-{model}", "ts": T0 + 400, "model": model,
+            "model_version": f"{model}_v{version}", "window_size": 2000, "level": level,
+            "features": feats, "score_psi": 0.041, "max_psi": worst["psi"]}
+
+
+_DRIFT = {
+    "xgboost": _drift_report("xgboost", "3", {"amount": (0.312, 1.2e-9, "retrain"),
+                                              "distance_from_home": (0.134, 0.002, "monitor")}),
+    "pytorch": _drift_report("pytorch", "2", {"velocity_last_1h": (0.118, 0.03, "monitor")}),
+}
+
+
+def _history(points: int = 60) -> list[dict[str, Any]]:
+    out = []
+    for i in range(points):
+        wave = math.sin(i / 6.0)
+        out.append({"ts": T0 + 2 * i, "rps": round(50 + 12 * wave, 2),
+                    "p50_ms": round(3.0 + 0.8 * wave, 3), "p99_ms": round(14 + 9 * max(0.0, wave), 3),
+                    "error_rate": round(0.002 + (0.03 if 40 <= i < 44 else 0.0), 4),
+                    "fallback_share": round(0.01 + (0.2 if 40 <= i < 44 else 0.0), 4),
+                    "fraud_share": round(0.021 + 0.004 * math.cos(i / 5.0), 4)})
+    return out
+
+
+_HISTORY = _history()
+_TRAFFIC = {
+    "window_s": 60, "rps": 51.3, "p50_ms": 3.1, "p99_ms": 17.9, "error_rate": 0.002,
+    "fallback_share": 0.01, "fraud_share": 0.022,
+    "clusters": {"xgboost": {"rq_total": 24311, "rq_5xx": 3, "rps": 38.2, "ejected": 0},
+                 "pytorch": {"rq_total": 6088, "rq_5xx": 0, "rps": 9.6, "ejected": 0},
+                 "heuristic": {"rq_total": 212, "rq_5xx": 0, "rps": 0.3, "ejected": 1}},
+    "history": _HISTORY,
+}
+
+_EXPERIMENTS = [
+    {"name": "primary-killed", "title": "XGBoost server killed (kill -9)",
+     "description": "kill the primary model server; expect failover within 1 s and no 5xx"},
+    {"name": "latency-injection", "title": "500 ms latency on pytorch",
+     "description": "a latency toxic on the pytorch sidecar; expect outlier ejection"},
+    {"name": "nats-down", "title": "NATS stopped for 20 s",
+     "description": "events are dropped and counted; scoring is unaffected"},
+]
+
+CHAOS_STEPS = ("steady-state before", "inject fault", "expect failover", "rollback",
+               "steady-state after")
+
+_LOAD = {"running": False, "rate": 0.0, "sent": 0, "errors": 0, "duration": None, "scenario": None}
+
+
+def status() -> dict[str, Any]:
+    return copy.deepcopy(_STATUS)
+
+
+def health() -> dict[str, Any]:
+    services = {k: ("up" if v["healthy"] else "down") for k, v in _STATUS["services"].items()}
+    return {"status": "ok", "control_plane": {"up": True, "snapshot_version": 42, "uptime_s": 812.4},
+            "services": services}
+
+
+def decisions() -> list[dict[str, Any]]:
+    return copy.deepcopy(_DECISIONS)
+
+
+def models() -> dict[str, Any]:
+    return copy.deepcopy(_MODELS)
+
+
+def canary() -> dict[str, Any]:
+    return copy.deepcopy(_CANARY)
+
+
+def drift() -> dict[str, Any]:
+    return copy.deepcopy(_DRIFT)
+
+
+def traffic() -> dict[str, Any]:
+    return copy.deepcopy(_TRAFFIC)
+
+
+def experiments() -> list[dict[str, Any]]:
+    return copy.deepcopy(_EXPERIMENTS)
+
+
+def load() -> dict[str, Any]:
+    return copy.deepcopy(_LOAD)

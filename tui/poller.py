@@ -1,0 +1,104 @@
+"""One poll of the operator API: every read the panes need, concurrently, into a `MeshState`.
+
+`/api/v1/status` decides whether the control plane is reachable; when it is not, the other reads
+are skipped (they would only time out too) and the last data stays on screen, marked stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from dataclasses import replace
+from typing import Any
+
+from tui.client import NotAvailableError, OperatorClient, OperatorError, UnreachableError
+from tui.state import Fetched, MeshState
+
+KEEP_DECISIONS = 500  # newest decisions kept in memory for the ledger pane
+FIRST_READ = 300  # how far back the first read reaches
+REREAD = 50  # recent decisions re-read each poll: their ACK state may have settled since
+EXPERIMENTS_EVERY = 10  # polls between re-reads of the (static) chaos experiment list
+
+
+async def fetch(call: Awaitable[Any], previous: Fetched) -> Fetched:
+    """Run one read; a failure keeps the previous data so a pane can still show it (stale)."""
+    try:
+        return Fetched("ok", await call)
+    except NotAvailableError as exc:
+        return Fetched("unavailable", None, str(exc))
+    except OperatorError as exc:
+        return Fetched("error", previous.data, str(exc))
+
+
+class Poller:
+    """Owns the `MeshState` and refreshes it from the API, one `poll_once()` at a time."""
+
+    def __init__(self, client: OperatorClient, state: MeshState | None = None) -> None:
+        self.client = client
+        self.state = state or MeshState()
+
+    async def poll_once(self) -> MeshState:
+        """Refresh everything; never raises for API trouble (it becomes state)."""
+        s = self.state
+        s.polls += 1
+        try:
+            status = await self.client.status()
+        except UnreachableError as exc:
+            s.reachable = False
+            s.unreachable_reason = str(exc)
+            return s
+        except NotAvailableError as exc:
+            s.status = Fetched("unavailable", None, str(exc))
+        except OperatorError as exc:
+            s.status = Fetched("error", s.status.data, str(exc))
+        else:
+            s.status = Fetched("ok", status)
+        s.reachable = True
+        s.unreachable_reason = ""
+        c = self.client
+        reads: dict[str, Awaitable[Fetched]] = {
+            "models": fetch(c.models(), s.models),
+            "canary": fetch(c.canary(), s.canary),
+            "drift": fetch(c.drift(), s.drift),
+            "traffic": fetch(c.traffic_summary(), s.traffic),
+            "load": fetch(c.load(), s.load),
+        }
+        if not s.experiments.ok or s.polls % EXPERIMENTS_EVERY == 0:
+            reads["experiments"] = fetch(c.chaos_experiments(), s.experiments)
+        watch = s.chaos
+        if watch is not None and not watch.finished:
+            reads["chaos"] = fetch(c.chaos_run(watch.run_id), watch.run)
+        results = await asyncio.gather(self._poll_decisions(), *reads.values())
+        for name, result in zip(reads, results[1:], strict=True):
+            if name == "chaos" and watch is not None:
+                s.chaos = replace(watch, run=result)
+            else:
+                setattr(s, name, result)
+        return s
+
+    async def _poll_decisions(self) -> None:
+        s = self.state
+        try:
+            known = max(s.decisions, default=0)
+            if not known:
+                head = await self.client.decisions(since=0, limit=1)
+                since = max(0, int(head.get("last_seq") or 0) - FIRST_READ)
+            else:
+                since = max(0, known - REREAD)
+            page = await self.client.decisions(since=since, limit=1000)
+        except NotAvailableError as exc:
+            s.decisions_state = Fetched("unavailable", None, str(exc))
+            return
+        except OperatorError as exc:
+            s.decisions_state = Fetched("error", None, str(exc))
+            return
+        last_seq = int(page.get("last_seq") or 0)
+        if last_seq < max(s.decisions, default=0):
+            s.decisions.clear()  # a different ledger (fresh MESH_HOME): start over
+        for item in page.get("decisions") or []:
+            if isinstance(item, dict) and isinstance(item.get("seq"), int):
+                s.decisions[item["seq"]] = item
+        for seq in sorted(s.decisions)[:-KEEP_DECISIONS]:
+            del s.decisions[seq]
+        s.last_seq = last_seq
+        s.decisions_state = Fetched("ok", None)

@@ -1,0 +1,1 @@
+"""Console screens: the main tabbed screen and its modal dialogs."""

@@ -1,0 +1,1 @@
+"""Console panes and small widgets; each pane draws a `MeshState`."""
