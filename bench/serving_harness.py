@@ -120,7 +120,7 @@ def _wrk_ceiling(url: str, body: bytes, concurrency: int, duration: float, timeo
 def _engine_row(r: LoadResult, cpu_s: float) -> dict[str, Any]:
     lat = r.latency_ms
     return {
-        "tool": "engine", "url": r.url, "event_loop": r.event_loop,
+        "tool": "engine", "transport": r.transport, "url": r.url, "event_loop": r.event_loop,
         "duration_s": r.elapsed_s, "requests": r.responses, "rps": r.achieved_rps,
         "p50_ms": lat["p50"], "p95_ms": lat["p95"], "p99_ms": lat["p99"], "p99.9_ms": lat["p99.9"],
         "max_ms": lat["max"], "errors": r.errors, "non_2xx": r.responses - r.ok,
@@ -129,11 +129,12 @@ def _engine_row(r: LoadResult, cpu_s: float) -> dict[str, Any]:
 
 
 def measure_ceiling(url: str, body: bytes | str | Mapping[str, Any], concurrency: int, duration: float,
-                    *, tool: str = "auto", timeout: float = 5.0,
-                    headers: Mapping[str, str] | None = None, threads: int | None = None) -> dict[str, Any]:
+                    *, tool: str = "auto", timeout: float = 5.0, headers: Mapping[str, str] | None = None,
+                    threads: int | None = None, transport: str = "http1") -> dict[str, Any]:
     """Closed-loop throughput ceiling: rps and latency with `concurrency` busy connections.
 
-    `tool`: "auto" (wrk if installed, else the engine), "wrk" or "engine".
+    `tool`: "auto" (wrk if installed, else the engine), "wrk" or "engine"; `transport` is the
+    engine's (http1 by default: the cheapest client leaves the most CPU to the target).
     """
     check_target(url)
     if tool not in ("auto", "wrk", "engine"):
@@ -143,7 +144,8 @@ def measure_ceiling(url: str, body: bytes | str | Mapping[str, Any], concurrency
         if not wrk_available():
             raise RuntimeError("wrk is not on PATH (apt-get install -y wrk), use tool='engine'")
         return _wrk_ceiling(url, raw, concurrency, duration, timeout, headers, threads)
-    plan = LoadPlan(url=url, concurrency=concurrency, duration=duration, timeout=timeout)
+    plan = LoadPlan(url=url, concurrency=concurrency, duration=duration, timeout=timeout,
+                    transport=transport)
     cpu0 = _self_cpu_s()
     result = run_load(plan, fixed_payloads([raw], headers))
     row = _engine_row(result, _self_cpu_s() - cpu0)
@@ -153,11 +155,14 @@ def measure_ceiling(url: str, body: bytes | str | Mapping[str, Any], concurrency
 
 def measure_open_loop(url: str, body: bytes | str | Mapping[str, Any], rate: float, duration: float,
                       *, timeout: float = 5.0, headers: Mapping[str, str] | None = None,
-                      max_outstanding: int | None = None) -> dict[str, Any]:
-    """Latency at a fixed offered `rate` (rps) for `duration` s, from each intended send time."""
+                      max_outstanding: int | None = None, transport: str = "http1") -> dict[str, Any]:
+    """Latency at a fixed offered `rate` (rps) for `duration` s, from each intended send time.
+
+    `transport`: the engine's client, http1 by default (least CPU taken from the target).
+    """
     check_target(url)
     plan = LoadPlan(url=url, rate=rate, duration=duration, timeout=timeout,
-                    max_outstanding=max_outstanding)
+                    max_outstanding=max_outstanding, transport=transport)
     cpu0 = _self_cpu_s()
     started = time.perf_counter()
     result = run_load(plan, fixed_payloads([_body_bytes(body)], headers))

@@ -4,8 +4,9 @@ It validates each body with the real request schema and answers seed-shaped JSON
 ``routed_to`` / ``fallback_reason`` / status follow a fixed cycle, and it keeps its own counts
 (``GET /stats``) so a test can compare what the generator saw with what the server sent. It can
 stall its whole event loop once (``--stall-at N --stall-ms M``: a blocking sleep on the N-th
-request, like a GC pause or a stuck worker), answer every K-th request slowly (``--slow-every``)
-or with a 503 (``--error-every``). The benchmarks use it as the trivial reference server.
+request, like a GC pause or a stuck worker), answer every K-th request slowly (``--slow-every``),
+with a 503 (``--error-every``) or with ``Connection: close`` (``--close-every``), and answer in
+chunked encoding (``--chunked``). The benchmarks use it as the trivial reference server.
 
 Run: ``python -m data_plane.load.calibration_target --port 18080`` (binds 127.0.0.1 only; prints
 ``ready <port>`` once listening).
@@ -43,6 +44,8 @@ class TargetBehaviour:
     slow_every: int = 0  # every k-th request waits slow_ms (without blocking others)
     slow_ms: float = 0.0
     error_every: int = 0  # every k-th request answers 503
+    close_every: int = 0  # every k-th response carries `Connection: close`
+    chunked: bool = False  # answer with chunked transfer encoding instead of Content-Length
     validate: bool = True
 
 
@@ -58,7 +61,7 @@ _STATS = web.AppKey("stats", TargetStats)
 _BEHAVIOUR = web.AppKey("behaviour", TargetBehaviour)
 
 
-async def _predict(request: web.Request) -> web.Response:
+async def _predict(request: web.Request) -> web.StreamResponse:
     stats, how = request.app[_STATS], request.app[_BEHAVIOUR]
     body = await request.read()
     stats.requests += 1
@@ -88,7 +91,25 @@ async def _predict(request: web.Request) -> web.Response:
     stats.by_status["200"] += 1
     stats.by_routed_to[routed_to] += 1
     stats.by_fallback_reason[reason or "none"] += 1
-    return web.Response(body=encode(reply), content_type="application/json")
+    if how.chunked:
+        stream = web.StreamResponse(headers={"Content-Type": "application/json"})
+        stream.enable_chunked_encoding()
+        _maybe_close(stream, how, n)
+        await stream.prepare(request)
+        payload = encode(reply)
+        half = len(payload) // 2
+        await stream.write(payload[:half])
+        await stream.write(payload[half:])
+        await stream.write_eof()
+        return stream
+    resp = web.Response(body=encode(reply), content_type="application/json")
+    _maybe_close(resp, how, n)
+    return resp
+
+
+def _maybe_close(resp: web.StreamResponse, how: TargetBehaviour, n: int) -> None:
+    if how.close_every and n % how.close_every == 0:
+        resp.force_close()
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -132,10 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--slow-every", type=int, default=0)
     p.add_argument("--slow-ms", type=float, default=0.0)
     p.add_argument("--error-every", type=int, default=0)
+    p.add_argument("--close-every", type=int, default=0)
+    p.add_argument("--chunked", action="store_true", help="chunked responses (no Content-Length)")
     p.add_argument("--no-validate", action="store_true", help="skip schema validation (cheapest)")
     a = p.parse_args(argv)
     how = TargetBehaviour(a.stall_at, a.stall_ms, a.slow_every, a.slow_ms, a.error_every,
-                          validate=not a.no_validate)
+                          a.close_every, a.chunked, validate=not a.no_validate)
     try:
         import uvloop
         runner_factory = uvloop.new_event_loop

@@ -1,4 +1,4 @@
-"""An asyncio HTTP load engine (aiohttp, keep-alive pool): open loop at a fixed rate, or closed loop.
+"""An asyncio HTTP load engine (keep-alive pool): open loop at a fixed rate, or closed loop.
 
 Open loop: request i is *intended* at ``start + i / rate``; its latency counts from that instant,
 not from when it actually left, so a server stall shows up in the percentiles instead of silently
@@ -10,7 +10,8 @@ Closed loop: ``concurrency`` workers each send, wait, send again, for ``duration
 until ``requests`` were sent; latency counts from the actual send.
 
 The engine runs inside any asyncio program (``await LoadEngine(...).run()``, stop early with
-``stop()``), or standalone with ``run_load()`` which prefers uvloop.
+``stop()``), or standalone with ``run_load()`` which prefers uvloop. The wire is a pluggable
+transport (data_plane.load.transports): aiohttp by default, or the leaner ``http1`` client.
 """
 
 from __future__ import annotations
@@ -20,26 +21,14 @@ import contextlib
 import gc
 import math
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
 from data_plane.load.payloads import Payload
-from data_plane.load.results import (
-    CANCELLED,
-    CONNECT,
-    DISCONNECTED,
-    PROTOCOL,
-    TIMEOUT,
-    LoadResult,
-    Progress,
-    Tally,
-)
-from data_plane.load.targets import check_bounds, check_target
+from data_plane.load.results import CANCELLED, LoadResult, Progress, Tally
+from data_plane.load.targets import LoadTargetError, check_bounds, check_target
+from data_plane.load.transports import TRANSPORTS, RequestFailed, make_transport
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -48,6 +37,7 @@ STOP_GRACE_S = 1.0
 # Open loop sends a request up to this early rather than oversleeping past it: asyncio timers
 # are ~1 ms coarse, so waiting for the exact instant would add timer lag to every latency.
 _EARLY_NS = 500_000
+# After the schedule ends, a generator that fell behind may still catch up for this long.
 CATCH_UP_GRACE_S = 1.0
 _MAX_NAP_S = 0.05  # the scheduler re-checks stop() at least this often
 
@@ -65,8 +55,12 @@ class LoadPlan:
     max_outstanding: int | None = None
     late_after_ms: float = 10.0
     allow_remote: bool = False
+    transport: str = "aiohttp"
 
     def __post_init__(self) -> None:
+        if self.transport not in TRANSPORTS:
+            raise LoadTargetError(f"--transport must be one of {', '.join(TRANSPORTS)} "
+                                  f"(got {self.transport!r})")
         check_target(self.url, allow_remote=self.allow_remote)
         check_bounds(rate=self.rate, duration=self.duration, concurrency=self.concurrency,
                      requests=self.requests, timeout=self.timeout,
@@ -97,9 +91,8 @@ class LoadEngine:
             raise ValueError("at least one payload is needed")
         self.plan = plan
         self.tally = Tally()
-        # Pre-built per request: a parsed URL and header multidicts spare aiohttp the conversion.
-        self._url = URL(plan.url)
-        self._payloads = [Payload(p.body, CIMultiDict(p.headers)) for p in payloads]
+        self._payloads = list(payloads)
+        self._send: Callable[[int], Awaitable[tuple[int, bytes]]] = _not_open
         self._progress = progress
         self._stopping = False
         self._started = False
@@ -109,7 +102,6 @@ class LoadEngine:
         self._blocked = False
         self._slot_free: asyncio.Event | None = None
         self._inflight: set[asyncio.Task[None]] = set()
-        self._session: aiohttp.ClientSession | None = None
         self._budget = -1  # closed loop: requests left to send (-1 = unbounded)
         self._last_tick = (0, 0)  # (time ns, responses) at the previous progress tick
 
@@ -144,13 +136,12 @@ class LoadEngine:
         self._started = True
         plan = self.plan
         self._slot_free = asyncio.Event()
-        connector = aiohttp.TCPConnector(limit=plan.outstanding_cap, limit_per_host=0,
-                                         ttl_dns_cache=300, keepalive_timeout=30)
-        timeout = aiohttp.ClientTimeout(total=plan.timeout)
+        transport = make_transport(plan.transport, plan.url, self._payloads, plan.outstanding_cap,
+                                   plan.timeout)
+        self._send = transport.send
         not_sent = sent_all_ns = 0
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False,
-                                         skip_auto_headers=("User-Agent",)) as session:
-            self._session = session
+        await transport.open()
+        try:
             self._start_ns = self._last_ns = perf_counter_ns()
             self._last_tick = (self._start_ns, 0)
             ticker = asyncio.create_task(self._tick()) if self._progress else None
@@ -169,13 +160,15 @@ class LoadEngine:
                         await ticker
                 for task in list(self._inflight):
                     task.cancel()
+        finally:
+            await transport.close()
         # The run ends with its last response, or with its last send when later answers never came.
         end = perf_counter_ns() if self._stopping else max(self._last_ns, sent_all_ns)
         result = LoadResult.from_tally(
             self.tally, elapsed_s=(end - self._start_ns) / 1e9, mode=plan.mode, url=plan.url,
             rate=plan.rate, concurrency=plan.concurrency, planned_duration_s=plan.duration,
             planned_requests=plan.requests, max_outstanding=plan.outstanding_cap,
-            stopped_early=self._stopping, event_loop=_loop_name())
+            stopped_early=self._stopping, event_loop=_loop_name(), transport=plan.transport)
         result.not_sent = not_sent
         return result
 
@@ -188,10 +181,9 @@ class LoadEngine:
         cap = plan.outstanding_cap
         late_ns = int(plan.late_after_ms * 1e6)
         start = self._start_ns
-        # A generator that fell behind may catch up (those sends count as late) for a short
-        # grace after the schedule ends; what is still unsent then is `not_sent`.
+        # Catch-up sends count as late; what is still unsent after the grace is `not_sent`.
         deadline = start + int((plan.duration + min(plan.timeout, CATCH_UP_GRACE_S)) * 1e9)
-        payloads, n = self._payloads, len(self._payloads)
+        n = len(self._payloads)
         tally, spawn = self.tally, self._spawn
         assert self._slot_free is not None
         i = 0
@@ -208,7 +200,7 @@ class LoadEngine:
                 if lag > tally.max_dispatch_lag_ns:
                     tally.max_dispatch_lag_ns = lag
                 # An early send counts from when it left, a late one from when it was due.
-                spawn(intended if lag >= 0 else now, payloads[i % n])
+                spawn(intended if lag >= 0 else now, i % n)
                 i += 1
                 if i >= total:
                     break
@@ -226,9 +218,9 @@ class LoadEngine:
         due = min(total, int((perf_counter_ns() - start) / interval) + 1)
         return max(0, min(due, total) - i)
 
-    def _spawn(self, base_ns: int, payload: Payload) -> None:
+    def _spawn(self, base_ns: int, index: int) -> None:
         self.tally.sent += 1
-        task = asyncio.create_task(self._request(base_ns, payload))
+        task = asyncio.create_task(self._request(base_ns, index))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
 
@@ -241,7 +233,7 @@ class LoadEngine:
         await self._drain(workers, wait_all=True)
 
     async def _worker(self, k: int, stride: int, deadline: int | None) -> None:
-        payloads, n, tally = self._payloads, len(self._payloads), self.tally
+        n, tally = len(self._payloads), self.tally
         i = k
         while not self._stopping:
             if self._budget == 0:
@@ -252,7 +244,7 @@ class LoadEngine:
             if self._budget > 0:
                 self._budget -= 1
             tally.sent += 1
-            await self._request(now, payloads[i % n])
+            await self._request(now, i % n)
             i += stride
 
     async def _drain(self, tasks: set[asyncio.Task[None]], wait_all: bool = False) -> None:
@@ -277,26 +269,16 @@ class LoadEngine:
         if pending:
             await asyncio.wait(pending)
 
-    async def _request(self, base_ns: int, payload: Payload) -> None:
+    async def _request(self, base_ns: int, index: int) -> None:
         tally = self.tally
-        assert self._session is not None
         self._outstanding += 1
         try:
-            async with self._session.post(self._url, data=payload.body,
-                                          headers=payload.headers) as resp:
-                body = await resp.read()
-                status = resp.status
+            status, body = await self._send(index)
         except asyncio.CancelledError:
             tally.error(CANCELLED)
             raise
-        except TimeoutError:  # aiohttp's ServerTimeoutError is a TimeoutError too
-            tally.error(TIMEOUT)
-        except aiohttp.ClientConnectorError:
-            tally.error(CONNECT)
-        except aiohttp.ServerDisconnectedError:
-            tally.error(DISCONNECTED)
-        except (aiohttp.ClientError, OSError):
-            tally.error(PROTOCOL)
+        except RequestFailed as exc:
+            tally.error(exc.kind)
         else:
             now = perf_counter_ns()
             self._last_ns = now
@@ -319,6 +301,10 @@ class LoadEngine:
             except Exception:  # a broken display must not kill the run
                 self._progress = None
                 return
+
+
+async def _not_open(index: int) -> tuple[int, bytes]:
+    raise RuntimeError("the engine's transport is not open yet")
 
 
 def _loop_name() -> str:
