@@ -11,10 +11,18 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterable
 
 from aiohttp import web
 
 from control_plane.app import ControlPlane
+from control_plane.components import (
+    ComponentFactory,
+    build_components,
+    component_routes,
+    start_components,
+    stop_components,
+)
 from control_plane.operator_api import create_app, load_or_create_token
 from data_plane.contracts.errors import MeshError
 from data_plane.settings import Settings
@@ -22,19 +30,36 @@ from data_plane.settings import Settings
 log = logging.getLogger("control_plane")
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Run until `stop` is set (or SIGTERM/SIGINT arrive), then shut down cleanly."""
+async def serve(settings: Settings, stop: asyncio.Event | None = None,
+                factories: Iterable[ComponentFactory] = ()) -> None:
+    """Run until `stop` is set (or SIGTERM/SIGINT arrive), then shut down cleanly.
+
+    `factories` replace the registered COMPONENTS (tests); empty means the registered ones.
+    """
     settings.ensure_home()
     token = load_or_create_token(settings.operator_token_file)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    handled = []
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
+    try:
+        await _serve(settings, token, stop, factories)
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
 
+
+async def _serve(settings: Settings, token: str, stop: asyncio.Event,
+                 factories: Iterable[ComponentFactory]) -> None:
     cp = ControlPlane(settings)
+    components = build_components(cp, factories)
+    app = create_app(cp, token, routes=component_routes(components))
     await cp.start()
-    runner = web.AppRunner(create_app(cp, token), access_log=None, handle_signals=False)
+    started = await start_components(components)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.ports.operator, reuse_address=True)
@@ -44,6 +69,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         log.info("stopping")
     finally:
         await runner.cleanup()
+        await stop_components(started)
         await cp.stop()
         log.info("stopped (events published %d, dropped %d)", cp.bus.published, cp.bus.dropped)
 

@@ -45,6 +45,12 @@ IntentChange = RoutingIntent | Mapping[str, Any] | Callable[[RoutingIntent], Rou
 SnapshotBuilder = Callable[[RoutingIntent, Topology, int], Mapping[str, Snapshot]]
 ACK_TIMEOUT_S = 2.0
 MAX_PENDING = 100
+# Actors that stand still while the intent is frozen (RoutingIntent.frozen); operators never do.
+FROZEN_ACTORS = frozenset({"reconciler", "canary"})
+
+
+class IntentFrozenError(MeshError):
+    """Automation proposed a change while the operator has frozen it."""
 
 
 class SnapshotRefusedError(MeshError):
@@ -172,6 +178,9 @@ class ControlPlane:
                             trigger_ids: list[str] | None, numbers: Mapping[str, float] | None,
                             action: str | None) -> Decision:
         current = self.store.intent
+        if current.frozen and actor in FROZEN_ACTORS:
+            raise IntentFrozenError(f"automation is frozen by the operator, so the {actor} changes "
+                                    "nothing; POST /api/v1/unfreeze to let it act again")
         intent = merge_intent(current, intent_change)
         action = action or ("set_" + "+".join(changed_fields(current, intent)) if
                             changed_fields(current, intent) else "republish")

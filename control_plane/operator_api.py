@@ -12,14 +12,14 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 
-from control_plane.app import SnapshotRefusedError
+from control_plane.app import IntentFrozenError, SnapshotRefusedError
 from control_plane.intent import validate_weights
 from data_plane.contracts.errors import StateDirError, ValidationError
 
@@ -85,6 +85,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return _validation(400, exc)
     except SnapshotRefusedError as exc:
         return web.json_response(exc.to_dict(), status=422)
+    except IntentFrozenError as exc:
+        return error_response(409, "frozen", str(exc), field="frozen", rule="automation_frozen")
     except ValidationError as exc:
         return _validation(422, exc)
     except web.HTTPRequestEntityTooLarge:
@@ -128,7 +130,7 @@ async def _read_json(request: web.Request, *, required: bool) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("$body", "json", "the body is not valid JSON") from None
 
 
@@ -235,8 +237,8 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=cp.metrics.render(), headers={"Content-Type": cp.metrics.content_type})
 
 
-def create_app(cp: ControlPlane, token: str) -> web.Application:
-    """The operator API bound to a running ControlPlane."""
+def create_app(cp: ControlPlane, token: str, routes: Iterable[web.RouteDef] = ()) -> web.Application:
+    """The operator API bound to a ControlPlane; `routes` come from components (same auth, errors)."""
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=MAX_BODY)
     app[CONTROL_PLANE] = cp
     app[TOKEN] = token
@@ -247,4 +249,5 @@ def create_app(cp: ControlPlane, token: str) -> web.Application:
     app.router.add_post("/api/v1/freeze", freeze)
     app.router.add_post("/api/v1/unfreeze", unfreeze)
     app.router.add_get("/metrics", metrics)
+    app.router.add_routes(list(routes))
     return app

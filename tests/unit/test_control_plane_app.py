@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from control_plane.app import SnapshotRefusedError, merge_intent
+from control_plane.app import IntentFrozenError, SnapshotRefusedError, merge_intent
 from control_plane.intent import RoutingIntent
 from control_plane.store import StateLockedError, read_state
 from data_plane.contracts.errors import ValidationError
@@ -80,3 +80,19 @@ def test_merge_intent_checks_fields_and_types() -> None:
     with pytest.raises(ValidationError) as typed:
         merge_intent(base, {"frozen": "yes"})
     assert typed.value.field == "frozen" and typed.value.rule == "type"
+
+
+async def test_automation_stands_still_while_frozen(settings: Settings) -> None:
+    cp = control_plane(settings)
+    await cp.start()
+    try:
+        await cp.apply({"frozen": True}, actor="operator", rule="operator_request", reason="incident")
+        version = cp.store.version
+        with pytest.raises(IntentFrozenError, match="unfreeze"):
+            await cp.apply({"ejected": ["xgboost"]}, actor="reconciler", rule="ejection", reason="5xx")
+        assert cp.store.version == version and cp.store.intent.ejected == []
+        operator = await cp.apply({"weights": {"xgboost": 1.0, "pytorch": 0.0}}, actor="operator",
+                                  rule="operator_request", reason="operators still act")
+        assert operator.xds_version == str(version + 1)
+    finally:
+        await cp.stop(grace=0.1)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from control_plane.operator_api import create_app, load_or_create_token
@@ -202,3 +203,31 @@ async def test_token_file_is_private_stable_and_never_logged(settings: Settings,
         await client.close()
         await cp.stop(grace=0.1)
     assert all(token not in rec.getMessage() for rec in caplog.records)
+
+
+async def test_deeply_nested_json_is_a_400_not_a_crash(api: tuple[TestClient, str]) -> None:
+    client, token = api
+    resp = await client.post("/api/v1/traffic", data=b"[" * 30_000 + b"]" * 30_000, headers=auth(token))
+    assert resp.status == 400 and (await resp.json())["rule"] == "json"
+
+
+async def test_component_routes_sit_behind_the_same_token(settings: Settings) -> None:
+    calls: list[str] = []
+
+    async def retrain(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.json_response({"request_id": "r1"}, status=202)
+
+    cp = control_plane(settings)
+    token = load_or_create_token(cp.settings.operator_token_file)
+    await cp.start()
+    client = TestClient(TestServer(create_app(cp, token, routes=[web.post("/api/v1/retrain", retrain)])))
+    await client.start_server()
+    try:
+        assert (await client.post("/api/v1/retrain", json={})).status == 401
+        assert calls == []
+        assert (await client.post("/api/v1/retrain", json={}, headers=auth(token))).status == 202
+        assert calls == ["POST"]
+    finally:
+        await client.close()
+        await cp.stop(grace=0.1)
