@@ -81,6 +81,8 @@ class DriftReport(Event, kw_only=True):
     level: str  # none | monitor | retrain
     features: list[FeatureDrift]
     score_psi: float | None = None
+    score_p_value: float | None = None
+    score_level: str | None = None
     max_psi: float = 0.0
 
 
