@@ -31,6 +31,7 @@ from control_plane.xds import (
     Snapshot,
     SnapshotCache,
     build_snapshots,
+    node_ids,
 )
 from control_plane.xds.resources import short
 from data_plane.contracts import subjects
@@ -45,6 +46,7 @@ IntentChange = RoutingIntent | Mapping[str, Any] | Callable[[RoutingIntent], Rou
 SnapshotBuilder = Callable[[RoutingIntent, Topology, int], Mapping[str, Snapshot]]
 ACK_TIMEOUT_S = 2.0
 MAX_PENDING = 100
+SETTLE_DELAY_S = 0.05
 # Actors that stand still while the intent is frozen (RoutingIntent.frozen); operators never do.
 FROZEN_ACTORS = frozenset({"reconciler", "canary"})
 
@@ -112,6 +114,8 @@ class ControlPlane:
         self._pending: dict[str, tuple[int, list[str]]] = {}
         self._nacked: set[tuple[str, str]] = set()
         self._background: set[asyncio.Task[Any]] = set()
+        self._settle_scheduled = False
+        self._known_nodes = frozenset(node_ids(self.topology))
         self._running = False
 
     # ---- lifecycle ---------------------------------------------------------------------------
@@ -252,28 +256,33 @@ class ControlPlane:
         self.metrics.decisions.labels(decision.actor, decision.action).inc()
 
     # ---- xDS callbacks (control_plane.xds.stream.XdsCallbacks; never raise into a stream) -------
+    def _label(self, node: str) -> str:
+        # Known node ids only: a fleet of simulated streams must not explode metric cardinality.
+        return node if node in self._known_nodes else "other"
+
     def on_stream_open(self, node: str, stream_id: int) -> None:
-        self.metrics.node_connected.labels(node).set(1)
+        if node in self._known_nodes:
+            self.metrics.node_connected.labels(node).set(1)
 
     def on_stream_close(self, node: str, stream_id: int) -> None:
-        status = self.cache.node_status().get(node)
-        self.metrics.node_connected.labels(node).set(1 if status and status.connected else 0)
+        if node in self._known_nodes:
+            status = self.cache.node_status().get(node)  # another stream of the node may remain
+            self.metrics.node_connected.labels(node).set(1 if status and status.connected else 0)
 
     def on_push(self, node: str, type_url: str, version: str, nonce: str) -> None:
-        self.metrics.pushes.labels(node, short(type_url)).inc()
+        self.metrics.pushes.labels(self._label(node), short(type_url)).inc()
         self.bus.publish(subjects.xds("pushed"), XdsEvent(node=node, type_url=type_url, version=version,
                                                           nonce=nonce))
 
     def on_ack(self, node: str, type_url: str, version: str, nonce: str, latency_ms: float) -> None:
-        self.metrics.push_ack_seconds.labels(node, short(type_url)).observe(latency_ms / 1000)
+        self.metrics.push_ack_seconds.labels(self._label(node), short(type_url)).observe(latency_ms / 1000)
         self.bus.publish(subjects.xds("acked"), XdsEvent(node=node, type_url=type_url, version=version,
                                                          nonce=nonce, latency_ms=latency_ms))
-        if self._pending:
-            self._settle_pending()
+        self._schedule_settle()
 
     def on_nack(self, node: str, type_url: str, version: str, nonce: str, error_detail: str) -> None:
         """A rejected push: an event, a counter, and one ledger entry per node and version."""
-        self.metrics.nacks.labels(node, short(type_url)).inc()
+        self.metrics.nacks.labels(self._label(node), short(type_url)).inc()
         self.bus.publish(subjects.xds("nacked"), XdsEvent(node=node, type_url=type_url, version=version,
                                                           nonce=nonce, error=error_detail))
         key = (node, version)
@@ -286,11 +295,17 @@ class ControlPlane:
             reason=f"{node} rejected {short(type_url)} of version {version}: {detail}",
             xds_version=version, acked=False, nodes={node: "nack"}))
         self._count_decision(decision)
-        if self._pending:
-            self._settle_pending()
+        self._schedule_settle()
+
+    def _schedule_settle(self) -> None:
+        # Coalesced: one status sweep per 50 ms however many streams ACK (1,000 simulated nodes).
+        if self._pending and not self._settle_scheduled:
+            self._settle_scheduled = True
+            asyncio.get_running_loop().call_later(SETTLE_DELAY_S, self._settle_pending)
 
     def _settle_pending(self) -> None:
         """Late ACKs: a decision recorded as pending becomes acked once its nodes ACKed it."""
+        self._settle_scheduled = False
         status = self.cache.node_status()
         for version, (seq, nodes) in list(self._pending.items()):
             watch = nodes or sorted(n for n, st in status.items() if st.connected)
@@ -331,7 +346,8 @@ class ControlPlane:
         good = self.store.last_good
         self.metrics.last_good_version.set(good.version if good else 0)
         for node, st in self.cache.node_status().items():
-            self.metrics.node_connected.labels(node).set(1 if st.connected else 0)
+            if node in self._known_nodes:
+                self.metrics.node_connected.labels(node).set(1 if st.connected else 0)
         self.metrics.events_dropped.set(self.bus.dropped)
         self.metrics.events_published.set(self.bus.published)
 

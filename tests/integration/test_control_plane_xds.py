@@ -118,6 +118,12 @@ def edge_split(s: Settings) -> dict[str, int]:
 
 async def test_ack_then_nack_reverts_once_and_reports(mesh: Mesh) -> None:
     cp, s = mesh.cp, mesh.settings
+    # The startup decision was recorded before any Envoy connected; the edge's ACK settles it later.
+    resume = cp.ledger.get(1)
+    assert resume is not None and resume.action == "resume"
+    await wait_until(lambda: (d := cp.ledger.get(1)) is not None and d.acked is True, 5,
+                     "the startup decision to be marked acked")
+    assert cp.ledger.get(1).nodes == {"edge": "ack"}  # type: ignore[union-attr]
     good = await cp.apply({"weights": {"xgboost": 0.6, "pytorch": 0.4}}, actor="operator",
                           rule="operator_request", reason="split 60/40")
     assert good.acked is True and good.nodes == {"edge": "ack"}
@@ -150,6 +156,8 @@ async def test_ack_then_nack_reverts_once_and_reports(mesh: Mesh) -> None:
     metrics = cp.metrics.render().decode()
     assert 'mesh_xds_nacks_total{node="edge",type="cds"} 1.0' in metrics
     assert 'mesh_xds_push_ack_seconds_count{node="edge",type="cds"}' in metrics
+    cp.refresh_metrics()
+    assert 'mesh_xds_node_connected{node="edge"} 1.0' in cp.metrics.render().decode()
 
     await wait_until(lambda: any(subj == "mesh.xds.nacked" for subj, _ in mesh.events), 5, "NACK event")
     nacked = [msgspec.json.decode(d, type=XdsEvent) for subj, d in mesh.events if subj == "mesh.xds.nacked"]
