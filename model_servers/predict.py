@@ -12,6 +12,8 @@ not fail the others. Item i is logged with request id `<x-request-id>:<i>`.
 
 from __future__ import annotations
 
+import itertools
+import logging
 import time
 import uuid
 from typing import Any
@@ -22,8 +24,10 @@ from aiohttp import web
 from data_plane.contracts.errors import ValidationError
 from data_plane.contracts.events import PredictionRecord
 from data_plane.contracts.schema import Prediction, Transaction, error_status, parse_transaction
-from model_servers.context import JSON, ServerContext, is_shadow_host
-from model_servers.slots import CHALLENGER, Model
+from model_servers.context import JSON, SHADOW_SUFFIX, ServerContext, is_shadow_host
+from model_servers.slots import CHALLENGER, CHAMPION, Model
+
+log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
 MAX_BODY_BYTES = 1024 * 1024  # aiohttp client_max_size: 1,000 seed transactions fit in ~300 KiB
@@ -53,9 +57,24 @@ def too_large_error(exc: web.HTTPRequestEntityTooLarge) -> dict[str, str]:
                        f"send at most {MAX_BATCH} transactions per batch"}
 
 
+class RequestIds:
+    """Request ids for requests that came without `x-request-id` (Envoy always sends one): a
+    random per-process prefix and a counter, unique without a uuid4 per request."""
+
+    def __init__(self) -> None:
+        self._prefix = uuid.uuid4().hex[:16]
+        self._n = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self._prefix}{next(self._n):016x}"
+
+
+_ids = RequestIds()
+
+
 def request_id_of(request: web.Request) -> str:
     rid = request.headers.get("x-request-id")
-    return rid[:REQUEST_ID_MAX] if rid else uuid.uuid4().hex
+    return rid[:REQUEST_ID_MAX] if rid else _ids.new()
 
 
 class PredictHandlers:
@@ -66,18 +85,20 @@ class PredictHandlers:
         self.kind = ctx.kind
         self.metrics = ctx.metrics
         self.plog = ctx.plog
+        self.ids = _ids
 
     async def predict(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         ctx, metrics = self.ctx, self.metrics
-        metrics.enter()
+        metrics.in_flight_now += 1
+        slot = CHAMPION
         try:
             headers = request.headers
-            shadow = is_shadow_host(headers.get("Host"))
+            host = headers.get("Host")
+            shadow = host is not None and SHADOW_SUFFIX in host and is_shadow_host(host)
             slot = CHALLENGER if shadow else ctx.slot_of(request)
             try:
-                body = await request.read()
-                txn = parse_transaction(body)
+                txn = parse_transaction(await request.read())
             except ValidationError as err:
                 return self._rejected(err, slot, ENDPOINT_ONE, started)
             except web.HTTPRequestEntityTooLarge as exc:
@@ -93,7 +114,9 @@ class PredictHandlers:
             is_fraud = p >= ctx.threshold
             intended = headers.get("x-mesh-intended")
             reason = None if shadow else ctx.fallback_reason(intended, slot)
-            rid = request_id_of(request)
+            rid = headers.get("x-request-id")
+            generated = not rid
+            rid = self.ids.new() if generated else rid[:REQUEST_ID_MAX]  # type: ignore[index]
             latency_ms = (time.perf_counter() - started) * 1000.0
             mv = model.model_version
             body_out = _encode(Prediction(round(p, 6), is_fraud, mv, self.kind, round(latency_ms, 3),
@@ -107,17 +130,23 @@ class PredictHandlers:
                 metrics.fallback_served(reason)
             metrics.predicted(slot, mv, is_fraud)
             metrics.observe(slot, ENDPOINT_ONE, mv, 200, time.perf_counter() - started)
-            return web.Response(body=body_out, content_type=JSON, headers={"x-request-id": rid})
+            if generated:  # Envoy sends one and knows it; echo only ids the caller has not seen
+                return web.Response(body=body_out, content_type=JSON, headers={"x-request-id": rid})
+            return web.Response(body=body_out, content_type=JSON)
+        except Exception:  # never a traceback to a client; Envoy fails over on the 500
+            log.exception("prediction failed")
+            metrics.observe(slot, ENDPOINT_ONE, "none", 500, time.perf_counter() - started)
+            return json_response({"error": "internal error; see the model server log"}, 500)
         finally:
-            metrics.leave()
+            metrics.in_flight_now -= 1
 
     async def predict_batch(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         ctx, metrics = self.ctx, self.metrics
-        metrics.enter()
+        metrics.in_flight_now += 1
+        slot = CHAMPION
         try:
-            headers = request.headers
-            shadow = is_shadow_host(headers.get("Host"))
+            shadow = is_shadow_host(request.headers.get("Host"))
             slot = CHALLENGER if shadow else ctx.slot_of(request)
             try:
                 items = _parse_batch(await request.read())
@@ -129,8 +158,12 @@ class PredictHandlers:
             if model is None:
                 return self._unavailable(slot, ENDPOINT_BATCH, started)
             return self._score_batch(request, items, model, slot, shadow, started)
+        except Exception:
+            log.exception("batch prediction failed")
+            metrics.observe(slot, ENDPOINT_BATCH, "none", 500, time.perf_counter() - started)
+            return json_response({"error": "internal error; see the model server log"}, 500)
         finally:
-            metrics.leave()
+            metrics.in_flight_now -= 1
 
     def _score_batch(self, request: web.Request, items: list[Transaction | ValidationError],
                      model: Model, slot: str, shadow: bool, started: float) -> web.Response:
