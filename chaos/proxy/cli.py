@@ -17,6 +17,12 @@ from chaos.proxy.server import DEFAULT_PORT, FaultProxyServer, parse_api_listen
 log = logging.getLogger(__name__)
 
 
+def _say(line: str) -> None:
+    """Print a status line; a closed stdout (the parent went away) must not crash the shutdown."""
+    with contextlib.suppress(BrokenPipeError, ValueError):
+        print(line, flush=True)
+
+
 async def serve(host: str, port: int, config: tuple[bytes, str] | None = None) -> int:
     """Serve until SIGINT/SIGTERM; prints one ``listening on <url>`` line once ready.
 
@@ -27,8 +33,8 @@ async def serve(host: str, port: int, config: tuple[bytes, str] | None = None) -
     try:
         if config is not None:
             count = await server.populate(*config)
-            print(f"populated {count} proxies from {config[1]}", flush=True)
-        print(f"fault proxy (Toxiproxy {VERSION} API) listening on {server.url}", flush=True)
+            _say(f"populated {count} proxies from {config[1]}")
+        _say(f"fault proxy (Toxiproxy {VERSION} API) listening on {server.url}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -40,12 +46,12 @@ async def serve(host: str, port: int, config: tuple[bytes, str] | None = None) -
                 loop.remove_signal_handler(sig)
     finally:
         await server.stop()
-    print("fault proxy stopped", flush=True)
+    _say("fault proxy stopped")
     return 0
 
 
-def run(listen: str, config: Path | None = None) -> int:
-    """Parse `listen` and serve on uvloop when it is installed (it roughly halves proxy overhead)."""
+def run(listen: str, config: Path | None = None, loop: str = "auto") -> int:
+    """Parse `listen` and serve; `loop` "auto" uses uvloop when installed (it cuts proxy overhead)."""
     host, port = parse_api_listen(listen)
     FaultProxyServer(host, port)  # refuse a non-loopback address before starting a loop
     document = None
@@ -54,9 +60,13 @@ def run(listen: str, config: Path | None = None) -> int:
             document = (config.read_bytes(), str(config))
         except OSError as exc:
             raise FaultProxyConfigError(f"cannot read proxy config {config}: {exc.strerror or exc}") from None
+    if loop == "asyncio":
+        return asyncio.run(serve(host, port, document))
     try:
         import uvloop
     except ImportError:  # plain asyncio works, just slower
+        if loop == "uvloop":
+            raise FaultProxyConfigError("--loop uvloop: uvloop is not installed") from None
         return asyncio.run(serve(host, port, document))
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve(host, port, document))
@@ -74,11 +84,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos.proxy", description=__doc__)
     add_arguments(parser)
     parser.add_argument("--log-level", default="WARNING", help="logging level (default WARNING)")
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="event loop (default auto: uvloop when installed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return run(args.listen, args.config)
+        return run(args.listen, args.config, args.loop)
     except FaultProxyConfigError as exc:
         print(f"fault proxy: {exc}", file=sys.stderr)
         return 1
@@ -87,5 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(BrokenPipeError):
-        sys.exit(main())
+    sys.exit(main())
