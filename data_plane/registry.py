@@ -123,6 +123,8 @@ class Registry:
         """The version an alias (``champion``) or a version number points at."""
         name = _name(kind)
         ref = str(alias_or_version)
+        if not self._exists():
+            raise ModelNotFoundError(f"no model registered yet for {kind} ({name}): run `meshctl train`")
         client = self._mlflow()
         try:
             mv = self._retry(lambda: client.get_model_version(name, ref) if ref.isdigit()
@@ -151,6 +153,8 @@ class Registry:
     def list_versions(self, kind: str) -> list[ModelVersion]:
         """Every version of `kind`, oldest first (empty when none is registered)."""
         name = _name(kind)
+        if not self._exists():
+            return []
         client = self._mlflow()
         versions = self._retry(lambda: client.search_model_versions(f"name='{name}'"))
         aliases = self.aliases(kind) if versions else {}
@@ -159,6 +163,9 @@ class Registry:
     @_guarded
     def aliases(self, kind: str) -> dict[str, str]:
         """alias -> version for `kind` (empty when the model is not registered)."""
+        _name(kind)
+        if not self._exists():
+            return {}
         client = self._mlflow()
         try:
             rm = self._retry(lambda: client.get_registered_model(_name(kind)))
@@ -238,6 +245,11 @@ class Registry:
         self._retry(lambda: client.delete_registered_model_alias(name, alias))
 
     # ---- internals -------------------------------------------------------------------------------
+    def _exists(self) -> bool:
+        # Reads on a registry nobody created yet answer at once, without importing MLflow or
+        # creating an empty database as a side effect (a model server polling before training).
+        return self._client is not None or self.settings.mlflow_db.is_file()
+
     def _mlflow(self) -> Any:
         if self._client is None:
             self._client = _make_client(self.settings)

@@ -24,9 +24,9 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "dropout": 0.1,
     "lr": 3e-3,
     "weight_decay": 1e-5,
-    "batch_size": 256,
-    "max_epochs": 14,
-    "patience": 4,
+    "batch_size": 512,
+    "max_epochs": 8,
+    "patience": 3,
     "clamp": 8.0,
 }
 NATIVE_FILE = "model.pt"
@@ -70,7 +70,7 @@ class MlpResult:
 
 
 def train_mlp(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-              seed: int = 0, params: dict[str, Any] | None = None, threads: int = 2,
+              seed: int = 0, params: dict[str, Any] | None = None, threads: int = 1,
               progress: Callable[[float], None] | None = None) -> MlpResult:
     """Fit on engineered float32 features; keeps the epoch with the best validation AUC."""
     import torch

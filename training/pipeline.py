@@ -34,7 +34,10 @@ from training.evaluate import choose_threshold, evaluate, split_out_of_time
 
 ProgressFn = Callable[[str, float], None]
 KINDS: tuple[str, ...] = tuple(MODEL_NAMES)
-TORCH_THREADS = 2
+# One thread for both trainers: on this project's shared 2-core machine a second thread made
+# fitting 2x slower, up to 5x under load (OpenMP/intra-op spin-waits when the cores are busy),
+# for identical models (measured: MLP 1.9 s vs 4.0 s; XGBoost 0.7 s vs 1.7 s on 50k rows).
+TRAIN_THREADS = 1
 
 
 def _quiet(stage: str, fraction: float) -> None:
@@ -88,7 +91,7 @@ class TrainReport:
 
 def train_one(kind: str, dataset: Dataset, *, seed: int = 0, workdir: Path | None = None,
               progress: ProgressFn | None = None, params: dict[str, Any] | None = None,
-              threads: int = TORCH_THREADS) -> TrainedModel:
+              threads: int = TRAIN_THREADS) -> TrainedModel:
     """Train one model kind on `dataset` (time-ordered) and export it; see the module docstring."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
@@ -165,7 +168,8 @@ def register_trained(registry: Registry, trained: TrainedModel, dataset_fingerpr
 
 
 def train_all(settings: Settings, rows: int = 50_000, seed: int = 0, progress: ProgressFn | None = None,
-              kinds: tuple[str, ...] = KINDS, scenario: str | None = None) -> TrainReport:
+              kinds: tuple[str, ...] = KINDS, scenario: str | None = None,
+              threads: int = TRAIN_THREADS) -> TrainReport:
     """`meshctl train`: generate `rows`, train every kind, register (champion if none yet)."""
     report = progress or _quiet
     started = time.perf_counter()
@@ -185,7 +189,8 @@ def train_all(settings: Settings, rows: int = 50_000, seed: int = 0, progress: P
     report("registry:open", 1.0)
     with tempfile.TemporaryDirectory(prefix="train-", dir=settings.data_dir) as tmp:
         for kind in kinds:
-            trained = train_one(kind, dataset, seed=seed, workdir=Path(tmp) / kind, progress=progress)
+            trained = train_one(kind, dataset, seed=seed, workdir=Path(tmp) / kind, progress=progress,
+                                threads=threads)
             alias = "challenger" if has_champion[kind] else "champion"
             mv = register_trained(registry, trained, fingerprint, alias=alias, progress=progress)
             models.append(ModelReport(kind, mv.version, mv.label, alias, trained.metrics,

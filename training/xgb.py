@@ -1,9 +1,9 @@
 """XGBoost trainer: histogram trees on engineered features, early stopping on a validation split.
 
 Class imbalance: ``scale_pos_weight`` = sqrt(genuine / fraud) (about 7 at 2 % fraud). The full
-ratio (about 49) buys no AUC here but inflates every score, which breaks the mesh's default
-0.5 decision threshold and the Brier gate; the square root is the usual compromise (measured:
-same AUC, Brier ~3x better than with the full ratio).
+ratio (about 50) buys no AUC here but inflates every score, which hurts the mesh's default 0.5
+decision threshold and the Brier gate. Measured on a fresh 50k set (seed 4242): AUC 0.9915 vs
+0.9913, Brier 0.0057 vs 0.0128, F1 at threshold 0.5 0.84 vs 0.69 (sqrt vs full ratio).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class XgbResult:
 
 
 def train_xgboost(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray,
-                  seed: int = 0, params: dict[str, Any] | None = None, threads: int = 2,
+                  seed: int = 0, params: dict[str, Any] | None = None, threads: int = 1,
                   progress: Callable[[float], None] | None = None) -> XgbResult:
     """Fit on engineered features; returns the booster truncated at the best validation round."""
     import xgboost as xgb
@@ -75,7 +75,7 @@ def train_xgboost(x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y
                      best, curve)
 
 
-def predict_native(booster: Any, x: np.ndarray, threads: int = 2) -> np.ndarray:
+def predict_native(booster: Any, x: np.ndarray, threads: int = 1) -> np.ndarray:
     """Fraud probabilities from xgboost itself (the reference for the ONNX parity check)."""
     import xgboost as xgb
 
