@@ -2,8 +2,9 @@
 
 The target is data_plane.load.calibration_target (no validation: as cheap as an aiohttp handler
 gets) in its own process. Rows: wrk's closed-loop ceiling (the reference), the engine's
-closed-loop ceiling, then the engine's open loop at fixed rates (does it hold the rate, and what
-p99 does it add). Ratios are against wrk measured in the same run.
+closed-loop ceiling with each transport (aiohttp, http1), then the engine's open loop at fixed
+rates (does it hold the rate, what p99 does it add, how much CPU per request does it burn).
+Ratios are against wrk measured in the same run.
 
 Run: ``.venv/bin/python -m bench.bench_loadgen [--quick]`` -> bench/results/loadgen.json
 """
@@ -20,6 +21,7 @@ from typing import Any
 from bench._report import write_report
 from bench.serving_harness import measure_ceiling, measure_open_loop, wrk_available
 from data_plane.load import synthetic_payloads
+from data_plane.load.transports import TRANSPORTS
 
 
 def _start_target() -> tuple[subprocess.Popen[str], str]:
@@ -45,15 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         measure_open_loop(url, body, rate=500, duration=1.0)  # warm connections and the server
         wrk = measure_ceiling(url, body, a.concurrency, seconds, tool="wrk") if wrk_available() else None
-        engine = measure_ceiling(url, body, a.concurrency, seconds, tool="engine")
         ref = wrk["rps"] if wrk else None
-        for r in (wrk, engine):
-            if r:
-                rows.append(_row(f"closed x{a.concurrency}", r, ref))
+        if wrk:
+            rows.append(_row(f"closed x{a.concurrency}", wrk, ref))
+        for transport in TRANSPORTS:
+            r = measure_ceiling(url, body, a.concurrency, seconds, tool="engine", transport=transport)
+            rows.append(_row(f"closed x{a.concurrency}", r, ref))
         for rate in (float(x) for x in a.rates.split(",")):
-            o = measure_open_loop(url, body, rate=rate, duration=seconds)
-            rows.append(_row(f"open {rate:g} rps", o, ref) | {"late": o["late"],
-                                                                "max_send_lag_ms": o["max_send_lag_ms"]})
+            for transport in TRANSPORTS:
+                o = measure_open_loop(url, body, rate=rate, duration=seconds, transport=transport)
+                rows.append(_row(f"open {rate:g} rps", o, ref)
+                            | {"late": o["late"], "max_send_lag_ms": o["max_send_lag_ms"]})
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=10)
@@ -68,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _row(name: str, r: dict[str, Any], ref_rps: float | None) -> dict[str, Any]:
-    return {"run": name, "tool": r["tool"], "rps": r["rps"],
+    tool = r["tool"] if r["tool"] == "wrk" else f"engine/{r['transport']}"
+    return {"run": name, "tool": tool, "rps": r["rps"],
             "rps_vs_wrk": round(r["rps"] / ref_rps, 3) if ref_rps else None,
             "p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "p99.9_ms": r["p99.9_ms"],
             "errors": r["errors"], "cpu_us_per_req": r["client_cpu_us_per_request"]}

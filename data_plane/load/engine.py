@@ -219,6 +219,9 @@ class LoadEngine:
         return max(0, min(due, total) - i)
 
     def _spawn(self, base_ns: int, index: int) -> None:
+        # Counted as outstanding now, not when the task first runs: a burst of catch-up sends
+        # must see the cap before any of its tasks has started.
+        self._outstanding += 1
         self.tally.sent += 1
         task = asyncio.create_task(self._request(base_ns, index))
         self._inflight.add(task)
@@ -244,6 +247,7 @@ class LoadEngine:
             if self._budget > 0:
                 self._budget -= 1
             tally.sent += 1
+            self._outstanding += 1
             await self._request(now, i % n)
             i += stride
 
@@ -270,8 +274,8 @@ class LoadEngine:
             await asyncio.wait(pending)
 
     async def _request(self, base_ns: int, index: int) -> None:
+        """Send one request (the caller counted it in `_outstanding`) and tally the outcome."""
         tally = self.tally
-        self._outstanding += 1
         try:
             status, body = await self._send(index)
         except asyncio.CancelledError:
