@@ -164,6 +164,7 @@ class ControlPlane:
             await self.ads.stop(grace)
         finally:
             await self.bus.close()
+            self.store.persist()
             self.store.unlock()
 
     # ---- the one change path -----------------------------------------------------------------
@@ -188,9 +189,13 @@ class ControlPlane:
         intent = merge_intent(current, intent_change)
         action = action or ("set_" + "+".join(changed_fields(current, intent)) if
                             changed_fields(current, intent) else "republish")
-        snapshots = self._build(intent, self.store.version + 1)  # refuses before anything changes
+        expected = self.store.version + 1
+        snapshots = self._build(intent, expected)  # refuses before anything changes
         connected = self._connected_nodes()
-        version = self.store.commit(intent)  # durable before any Envoy can see the version
+        # Durable before any Envoy can see the version; fsync in a worker so streams keep flowing.
+        version = await asyncio.to_thread(self.store.commit, intent)
+        if version != expected:  # only apply() commits, under its lock: this would be a bug
+            raise RuntimeError(f"state version moved from {expected - 1} to {version} during a change")
         self._push(snapshots)
         states = await self._wait_acks(str(version), connected)
         acked = _overall(states)
@@ -200,10 +205,16 @@ class ControlPlane:
             acked=acked, nodes=states))
         self._count_decision(decision)
         if acked:
-            self.store.mark_good(version, intent)
+            self._mark_good(version, intent)
         elif acked is None:
             self._remember_pending(str(version), decision.seq, connected)
         return decision
+
+    def _mark_good(self, version: int, intent: RoutingIntent) -> None:
+        # Memory now, disk with the next commit or at shutdown: no extra fsync per change. After a
+        # kill -9 the file's last good lags by at most one change, and the restart's first ACK
+        # marks a newer one anyway.
+        self.store.mark_good(version, intent, durable=False)
 
     def _remember_pending(self, version: str, seq: int, nodes: list[str]) -> None:
         self._pending[version] = (seq, nodes)
@@ -318,7 +329,7 @@ class ControlPlane:
             del self._pending[version]
             self.ledger.update_ack(seq, overall, states)
             if overall and int(version) == self.store.version:
-                self.store.mark_good(int(version), self.store.intent)
+                self._mark_good(int(version), self.store.intent)
 
     # ---- reading -------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -86,6 +87,8 @@ class StateStore:
         self.settings = settings
         self.path = settings.state_dir / STATE_FILE
         self._lock_fh: IO[bytes] | None = None
+        self._mutex = threading.Lock()  # commit() may run in a worker thread
+        self._dirty = False
         self._state = self._read()
 
     # ---- reading ------------------------------------------------------------------
@@ -135,20 +138,39 @@ class StateStore:
             raise StateDirError(f"cannot write {self.path}: {exc.strerror or exc}. Free some space "
                                 "or point MESH_HOME at a writable folder.") from exc
         self._state = state
+        self._dirty = False
 
     def commit(self, intent: RoutingIntent) -> int:
-        """Persist `intent` under the next version number and return that number."""
-        version = self._state.version + 1
-        self._write(msgspec.structs.replace(self._state, intent=intent, version=version))
-        return version
+        """Persist `intent` under the next version number and return that number.
 
-    def mark_good(self, version: int, intent: RoutingIntent) -> None:
-        """Record that every connected Envoy ACKed `version` (built from `intent`)."""
-        current = self._state.last_good
-        if current is not None and current.version >= version:
-            return
-        self._write(msgspec.structs.replace(self._state, last_good=LastGood(version=version,
-                                                                            intent=intent)))
+        Thread-safe (the control plane runs it in a worker thread so fsync never stalls its loop).
+        """
+        with self._mutex:
+            version = self._state.version + 1
+            self._write(msgspec.structs.replace(self._state, intent=intent, version=version))
+            return version
+
+    def mark_good(self, version: int, intent: RoutingIntent, durable: bool = True) -> None:
+        """Record that every connected Envoy ACKed `version` (built from `intent`).
+
+        With durable=False only memory changes now; the next `commit()` or `persist()` writes it
+        (the last good version guides a revert after a NACK; it need not cost an fsync per change).
+        """
+        with self._mutex:
+            current = self._state.last_good
+            if current is not None and current.version >= version:
+                return
+            state = msgspec.structs.replace(self._state, last_good=LastGood(version=version, intent=intent))
+            if durable:
+                self._write(state)
+            else:
+                self._state, self._dirty = state, True
+
+    def persist(self) -> None:
+        """Write what `mark_good(durable=False)` left in memory only."""
+        with self._mutex:
+            if self._dirty:
+                self._write(self._state)
 
     # ---- single writer ----------------------------------------------------------------
     def lock(self) -> None:

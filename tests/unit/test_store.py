@@ -105,3 +105,17 @@ def test_version_survives_sigkill_mid_write(settings: Settings) -> None:
         assert state.version >= printed > last_seen
         assert state.intent.weights == {"xgboost": 0.5, "pytorch": 0.5}
         last_seen = state.version
+
+
+def test_last_good_in_memory_is_written_by_the_next_commit_or_persist(settings: Settings) -> None:
+    store = StateStore(settings)
+    v = store.commit(RoutingIntent(weights={"xgboost": 0.7, "pytorch": 0.3}))
+    store.mark_good(v, store.intent, durable=False)
+    assert store.last_good is not None and read_state(settings).last_good is None  # memory only
+    store.persist()
+    on_disk = read_state(settings).last_good
+    assert on_disk is not None and on_disk.version == v
+    store.mark_good(v + 5, store.intent, durable=False)
+    store.commit(store.intent)
+    on_disk = read_state(settings).last_good
+    assert on_disk is not None and on_disk.version == v + 5
