@@ -13,7 +13,12 @@ from typing import Any
 from chaos.proxy.errors import BAD_REQUEST_BODY, ApiError
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_DECODER = json.JSONDecoder()
+_FLOAT32_MAX = 3.4028234663852886e38
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"invalid character '{name[0]}' looking for beginning of value")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)  # Go has no NaN/Infinity in JSON
 
 
 def decode_body(raw: bytes) -> Any:
@@ -29,6 +34,8 @@ def decode_body(raw: bytes) -> Any:
         value, _end = _DECODER.raw_decode(text)
     except json.JSONDecodeError as exc:
         raise BAD_REQUEST_BODY.joined(f"{exc.msg} (line {exc.lineno} column {exc.colno})") from None
+    except ValueError as exc:
+        raise BAD_REQUEST_BODY.joined(str(exc)) from None
     return value
 
 
@@ -97,7 +104,7 @@ def field_float(obj: dict[str, Any], key: str, struct: str, default: float) -> f
     found, value = lookup(obj, key)
     if not found or value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) <= _FLOAT32_MAX:
         raise type_error(value, f"Go struct field {struct}.{key}", "float32")
     return float(value)
 

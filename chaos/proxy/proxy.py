@@ -32,8 +32,10 @@ class Proxy:
         self._server: asyncio.Server | None = None
 
     def to_json(self) -> dict[str, Any]:
+        # Toxiproxy 2.12 also serialises its proxy's exported (empty-looking) logger as "Logger": {};
+        # kept so a proxy object is byte-for-byte the shape clients have seen from the real server.
         return {"name": self.name, "listen": self.listen, "upstream": self.upstream,
-                "enabled": self.enabled, "toxics": self.toxics.to_json()}
+                "enabled": self.enabled, "Logger": {}, "toxics": self.toxics.to_json()}
 
     async def differs(self, listen: str, upstream: str) -> bool:
         """Would (listen, upstream) need a restart? Host names are resolved first (Toxiproxy 2.12)."""

@@ -135,13 +135,22 @@ async def _noop(attrs: dict[str, int], stage: Stage, rng: random.Random) -> None
             return
 
 
+# Longer waits than this (attributes are int64 ms) are "forever": event loops cannot schedule them.
+_FOREVER_S = 10_000_000.0
+
+
+async def _sleep(seconds: float | None) -> None:
+    """asyncio.sleep that treats None and absurdly long delays as forever."""
+    if seconds is None or seconds > _FOREVER_S:
+        await asyncio.Event().wait()
+    elif seconds > 0:
+        await asyncio.sleep(seconds)
+
+
 async def _hold(stage: Stage, chunk: Chunk, seconds: float | None) -> None:
     """Sleep while holding `chunk` (forever when None); on cancellation pass it on, then stop."""
     try:
-        if seconds is None:
-            await asyncio.Event().wait()
-        elif seconds > 0:
-            await asyncio.sleep(seconds)
+        await _sleep(seconds)
     except asyncio.CancelledError:
         if chunk.data:
             stage.emit(chunk)
@@ -190,7 +199,7 @@ async def _slow_close(attrs: dict[str, int], stage: Stage, rng: random.Random) -
         chunk = await stage.input.get()
         if chunk is None:
             try:
-                await asyncio.sleep(attrs["delay"] / 1000.0)
+                await _sleep(attrs["delay"] / 1000.0)
             finally:  # removed while waiting: close now rather than never
                 stage.emit(None)
             return
@@ -199,7 +208,7 @@ async def _slow_close(attrs: dict[str, int], stage: Stage, rng: random.Random) -
 
 async def _timeout(attrs: dict[str, int], stage: Stage, rng: random.Random) -> None:
     # Data is swallowed; the stream closes once `timeout` ms pass with no data (0: never).
-    timeout = attrs["timeout"] / 1000.0 if attrs["timeout"] > 0 else None
+    timeout = attrs["timeout"] / 1000.0 if 0 < attrs["timeout"] / 1000.0 <= _FOREVER_S else None
     while True:
         try:
             chunk = await asyncio.wait_for(stage.input.get(), timeout)
@@ -217,7 +226,7 @@ async def _reset_peer(attrs: dict[str, int], stage: Stage, rng: random.Random) -
     chunk = await stage.input.get()
     if chunk is not None:
         stage.drop(len(chunk.data))
-    await asyncio.sleep(attrs["timeout"] / 1000.0)
+    await _sleep(attrs["timeout"] / 1000.0)
     stage.reset_connection()
 
 

@@ -46,7 +46,8 @@ def test_create_answers_201_with_the_proxy_and_defaults_to_enabled(api, target, 
     try:
         assert reply.status == 201
         proxy = reply.json()
-        assert list(proxy) == PROXY_KEYS
+        # Toxiproxy 2.12 also emits "Logger": {} (an artefact of its Go struct); allowed, not required.
+        assert [k for k in proxy if k != "Logger"] == PROXY_KEYS
         assert proxy["name"] == name and proxy["upstream"] == upstream
         assert proxy["enabled"] is True and proxy["toxics"] == []
         assert reply.headers["Content-Type"].startswith("application/json")

@@ -273,3 +273,19 @@ async def test_limit_data_cuts_at_the_limit_and_keeps_count_across_restarts():
     stage.send(b"789abcdef")
     await asyncio.wait_for(task, 1)
     assert stage.data == b"123456789a" and stage.closed and stage.dropped == 5
+
+
+def test_nan_and_infinity_are_not_json():
+    for raw in (b'{"toxicity": NaN}', b'{"toxicity": Infinity}'):
+        with pytest.raises(ApiError, match="bad request body"):
+            decode_body(raw)
+
+
+async def test_absurdly_long_int64_delays_hold_instead_of_crashing_the_loop():
+    stage = RecordingStage()
+    task = start(toxic("latency", latency=2**62), stage)
+    stage.send(b"held")
+    await asyncio.sleep(0.05)
+    assert not task.done() and stage.out == []
+    await stop(task)
+    assert stage.data == b"held"
