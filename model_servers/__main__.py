@@ -2,8 +2,9 @@
 
 Ports default to the settings' (`MESH_PORT_XGBOOST`, `MESH_PORT_XGBOOST_CHALLENGER`, ...); the
 challenger listener exists for xgboost and pytorch only. Runs on uvloop when it is installed.
-SIGTERM/SIGINT: /ready turns 503 (so health checks route away), the listeners close, requests
-already in flight finish (up to --drain-timeout seconds), then the process exits 0.
+SIGTERM/SIGINT: /ready turns 503 (so health checks route away), the listeners close, requests on
+existing connections are still answered for --drain-grace seconds (with `Connection: close`),
+requests in flight finish (up to --drain-timeout seconds), then the process exits 0.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import web
 from data_plane.contracts.errors import MeshError
 from data_plane.settings import Settings
 from model_servers.app import context_of, create_app
-from model_servers.context import HEURISTIC, KINDS
+from model_servers.context import HEURISTIC, KINDS, ServerContext
 
 log = logging.getLogger("model_servers")
 
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between registry alias checks; 0 = NATS events only (default 30)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may take after SIGTERM (default 10)")
+    p.add_argument("--drain-grace", type=float, default=0.5,
+                   help="seconds existing connections are still served after SIGTERM, answering "
+                        "with Connection: close (default 0.5)")
     return p
 
 
@@ -82,15 +86,32 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    started = time.monotonic()
-    ctx.draining = True
-    in_flight = ctx.metrics.in_flight_now
-    log.info("%s model server draining (%d requests in flight)", args.kind, in_flight)
-    # cleanup(): close the listeners, close idle keep-alive connections, wait for in-flight
-    # handlers (up to shutdown_timeout), then run the app's cleanup (flush the prediction log).
-    await runner.cleanup()
-    log.info("%s model server stopped after %.2f s drain", args.kind, time.monotonic() - started)
+    await drain(runner, ctx, args.kind, grace_s=args.drain_grace, timeout_s=args.drain_timeout)
     return 0
+
+
+async def drain(runner: web.AppRunner, ctx: ServerContext, kind: str, grace_s: float,
+                timeout_s: float) -> None:
+    """Graceful stop. Why not just `runner.cleanup()`: it marks every connection closing at once,
+    and aiohttp then ignores bytes still arriving on them, so a request whose body is in transit
+    would hang until the timeout. Instead: stop accepting, keep reading existing connections for
+    `grace_s` while answering with `Connection: close` (keep-alive peers such as Envoy move on),
+    wait for the handlers in flight, then clean up (closes idle connections, flushes the log)."""
+    started = time.monotonic()
+    ctx.draining = True  # /ready -> 503; responses carry Connection: close
+    for site in list(runner.sites):
+        await site.stop()
+    log.info("%s model server draining (%d requests in flight)", kind, ctx.metrics.in_flight_now)
+    deadline = started + timeout_s
+    await asyncio.sleep(max(0.0, min(grace_s, timeout_s)))
+    # Polling a plain int: an Event would cost every request a set/clear on the hot path.
+    while ctx.metrics.in_flight_now > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    if ctx.metrics.in_flight_now:
+        log.warning("%s model server: %d requests still in flight after %.1f s; stopping anyway",
+                    kind, ctx.metrics.in_flight_now, timeout_s)
+    await runner.cleanup()
+    log.info("%s model server stopped after %.2f s drain", kind, time.monotonic() - started)
 
 
 def main(argv: list[str] | None = None) -> int:

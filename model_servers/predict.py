@@ -46,9 +46,13 @@ class _BatchBody(msgspec.Struct, forbid_unknown_fields=True):
 _decode_batch = msgspec.json.Decoder(_BatchBody).decode
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    """A JSON response from any msgspec-encodable payload."""
-    return web.Response(body=_encode(payload), status=status, content_type=JSON, headers=headers)
+def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None,
+                  close: bool = False) -> web.Response:
+    """A JSON response from any msgspec-encodable payload (`close`: end the keep-alive connection)."""
+    resp = web.Response(body=_encode(payload), status=status, content_type=JSON, headers=headers)
+    if close:
+        resp.force_close()
+    return resp
 
 
 def too_large_error(exc: web.HTTPRequestEntityTooLarge) -> dict[str, str]:
@@ -130,9 +134,12 @@ class PredictHandlers:
                 metrics.fallback_served(reason)
             metrics.predicted(slot, mv, is_fraud)
             metrics.observe(slot, ENDPOINT_ONE, mv, 200, time.perf_counter() - started)
-            if generated:  # Envoy sends one and knows it; echo only ids the caller has not seen
-                return web.Response(body=body_out, content_type=JSON, headers={"x-request-id": rid})
-            return web.Response(body=body_out, content_type=JSON)
+            # Envoy sends an id and knows it: echo only ids the caller has not seen.
+            resp = web.Response(body=body_out, content_type=JSON,
+                                headers={"x-request-id": rid} if generated else None)
+            if ctx.draining:  # shutting down: tell keep-alive peers to reconnect elsewhere
+                resp.force_close()
+            return resp
         except Exception:  # never a traceback to a client; Envoy fails over on the 500
             log.exception("prediction failed")
             metrics.observe(slot, ENDPOINT_ONE, "none", 500, time.perf_counter() - started)
@@ -207,7 +214,7 @@ class PredictHandlers:
                    "failed": len(items) - len(valid), "model_version": mv, "model_type": self.kind,
                    "routed_to": self.kind, "fallback_reason": reason,
                    "latency_ms": round(latency_ms, 3)}
-        return json_response(payload, headers={"x-request-id": rid})
+        return json_response(payload, headers={"x-request-id": rid}, close=ctx.draining)
 
     # ---- refusals ------------------------------------------------------------------------------
     def _rejected(self, err: ValidationError, slot: str, endpoint: str, started: float) -> web.Response:
