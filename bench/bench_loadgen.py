@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = 2.0 if a.quick else 5.0
     body = synthetic_payloads(seed=0, count=1)[0].body
     proc, url = _start_target()
+    load_before = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     try:
         measure_open_loop(url, body, rate=500, duration=1.0)  # warm connections and the server
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "target": "calibration_target --no-validate (aiohttp + uvloop, one process)",
         "reference": "wrk closed loop, same target, same run" if wrk_available() else "wrk not installed",
         "cpus": os.cpu_count(),
+        "loadavg_1m": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after (others share the box)",
         "note": "server and load generator share the machine's cores; client_cpu_us_per_request "
                 "is the generator's own CPU cost, so 1e6 / it = rps one core of that generator drives",
     })

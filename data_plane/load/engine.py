@@ -77,9 +77,10 @@ class LoadPlan:
             return self.concurrency
         if self.max_outstanding is not None:
             return self.max_outstanding
-        # About one second of traffic: rides out sub-second stalls without capping, without
-        # opening thousands of sockets.
-        return min(1024, max(64, math.ceil(self.rate or 0)))
+        # A quarter second of traffic (64-1024): Little's law leaves room for 250 ms answers at
+        # the full rate, yet an overloaded target is not buried under a storm of new connections,
+        # which on a 2-core box turned a slowdown into a collapse (see bench/bench_loadgen.py).
+        return min(1024, max(64, math.ceil((self.rate or 0) / 4)))
 
 
 class LoadEngine:

@@ -50,7 +50,7 @@ def register(subparsers: Any) -> None:
                         "(sticky A/B routing); 0 = no header")
     p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds")
     p.add_argument("--max-outstanding", type=int, default=None,
-                   help="open loop: most requests in flight (default ~1 s of traffic, 64-1024)")
+                   help="open loop: most requests in flight (default rate/4, 64-1024)")
     p.add_argument("--transport", choices=TRANSPORTS, default="aiohttp",
                    help="aiohttp (default) or http1: a lean keep-alive client using ~4x less CPU "
                         "per request, for high rates on a small machine (plain http only)")

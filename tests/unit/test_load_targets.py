@@ -73,7 +73,8 @@ def test_bounded_runs_pass_and_plans_size_their_pool() -> None:
     check_bounds(rate=1000.0, duration=30.0)
     check_bounds(concurrency=32, requests=1000)
     check_bounds(concurrency=32, duration=5.0, cards=50)
-    assert LoadPlan(url=URL, rate=3000.0, duration=1.0).outstanding_cap == 1024
+    assert LoadPlan(url=URL, rate=3000.0, duration=1.0).outstanding_cap == 750
+    assert LoadPlan(url=URL, rate=40_000.0, duration=1.0).outstanding_cap == 1024
     assert LoadPlan(url=URL, rate=10.0, duration=1.0).outstanding_cap == 64
     assert LoadPlan(url=URL, rate=10.0, duration=1.0, max_outstanding=5).outstanding_cap == 5
     assert LoadPlan(url=URL, concurrency=8, requests=10).outstanding_cap == 8
