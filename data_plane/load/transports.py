@@ -246,18 +246,14 @@ def _parse_response(buf: bytearray, *, eof: bool) -> tuple[int, bytes, int, bool
     if not head.startswith(b"http/1."):
         raise ValueError("not an HTTP/1.x response")
     status = int(head[9:12])
-    keep_alive = not head.startswith(b"http/1.0")
-    length: int | None = None
-    chunked = False
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        name, value = name.strip(), value.strip()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value
-        elif name == b"connection":
-            keep_alive = b"close" not in value and (keep_alive or b"keep-alive" in value)
+    connection = _header(head, b"connection")
+    if head.startswith(b"http/1.0"):
+        keep_alive = connection is not None and b"keep-alive" in connection
+    else:
+        keep_alive = connection is None or b"close" not in connection
+    raw_length = _header(head, b"content-length")
+    length = int(raw_length) if raw_length is not None else None
+    chunked = b"chunked" in (_header(head, b"transfer-encoding") or b"")
     start = head_end + 4
     if status < 200 or status in (204, 304):
         return status, b"", start, keep_alive
@@ -268,6 +264,16 @@ def _parse_response(buf: bytearray, *, eof: bool) -> tuple[int, bytes, int, bool
         return (status, bytes(buf[start:end]), end, keep_alive) if len(buf) >= end else None
     # Neither length nor chunked: the body runs until the server closes the connection.
     return (status, bytes(buf[start:]), len(buf), False) if eof else None
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    """The value of header `name` in a lower-cased header block (first occurrence), or None."""
+    at = head.find(b"\r\n" + name + b":")
+    if at < 0:
+        return None
+    at += len(name) + 3
+    end = head.find(b"\r\n", at)
+    return head[at:end if end >= 0 else len(head)].strip()
 
 
 def _parse_chunked(buf: bytearray, pos: int, status: int,
