@@ -25,6 +25,7 @@ import functools
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -116,6 +117,7 @@ class Registry:
         self.settings = settings
         self.cache_dir = settings.home / "mlflow" / "cache"
         self._client: Any = None
+        self._client_lock = threading.Lock()
 
     # ---- reading ---------------------------------------------------------------------------------
     @_guarded
@@ -251,9 +253,20 @@ class Registry:
         return self._client is not None or self.settings.mlflow_db.is_file()
 
     def _mlflow(self) -> Any:
-        if self._client is None:
-            self._client = _make_client(self.settings)
-        return self._client
+        with self._client_lock:  # one client (and one first-use DB migration) per Registry
+            if self._client is None:
+                self._client = _make_client(self.settings)
+            return self._client
+
+    def warm(self) -> None:
+        """Import MLflow and open (creating if needed) the database now, e.g. in a background
+        thread while a model trains; errors are left for the next real call to report."""
+        try:
+            client = self._mlflow()
+            with self._client_lock:
+                self._retry(lambda: client.search_registered_models(max_results=1))
+        except Exception:  # noqa: S110 - the next real call reports it with context
+            pass
 
     def _experiment_id(self) -> str:
         client = self._mlflow()
@@ -393,6 +406,12 @@ def _make_client(settings: Settings) -> Any:
         raise RegistryError(
             f"cannot create the registry folder {settings.mlflow_db.parent}: {exc.strerror or exc}. "
             "Point MESH_HOME at a writable folder.") from exc
+    import warnings
+
+    # MLflow's sqlite store uses a SQLAlchemy loader option that SQLAlchemy 2 deprecates; it is
+    # MLflow's to fix and says nothing about this project's use.
+    warnings.filterwarnings("ignore", message=r".*``noload`` loader strategy is deprecated",
+                            module=r"mlflow\.")
     from mlflow.tracking import MlflowClient
 
     uri = settings.mlflow_tracking_uri
