@@ -17,6 +17,7 @@ from aiohttp import web
 
 from control_plane.app import ControlPlane
 from control_plane.components import (
+    Component,
     ComponentFactory,
     build_components,
     component_routes,
@@ -56,22 +57,26 @@ async def _serve(settings: Settings, token: str, stop: asyncio.Event,
                  factories: Iterable[ComponentFactory]) -> None:
     cp = ControlPlane(settings)
     components = build_components(cp, factories)
-    app = create_app(cp, token, routes=component_routes(components))
-    await cp.start()
-    started = await start_components(components)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(create_app(cp, token, routes=component_routes(components)),
+                           access_log=None, handle_signals=False)
+    await runner.setup()
+    started: list[Component] = []
+    cp_started = False
     try:
-        await runner.setup()
-        site = web.TCPSite(runner, settings.host, settings.ports.operator, reuse_address=True)
-        await site.start()
+        # The operator port first: a clash fails here, before ADS or any state is touched.
+        await web.TCPSite(runner, settings.host, settings.ports.operator, reuse_address=True).start()
+        await cp.start()
+        cp_started = True
+        started = await start_components(components)
         log.info("operator API on http://%s:%s", settings.host, settings.ports.operator)
         await stop.wait()
         log.info("stopping")
     finally:
-        await runner.cleanup()
+        await runner.cleanup()  # no new operator requests while the rest shuts down
         await stop_components(started)
-        await cp.stop()
-        log.info("stopped (events published %d, dropped %d)", cp.bus.published, cp.bus.dropped)
+        if cp_started:
+            await cp.stop()
+            log.info("stopped (events published %d, dropped %d)", cp.bus.published, cp.bus.dropped)
 
 
 def main() -> int:

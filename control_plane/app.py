@@ -127,6 +127,7 @@ class ControlPlane:
             await self._resume()
             self.ads_port = await self.ads.start(self.settings.host, self.settings.ports.ads)
         except BaseException:
+            await self._close_bus(1.0)
             self.store.unlock()
             raise
         self._running = True
@@ -159,13 +160,21 @@ class ControlPlane:
         for task in list(self._background):
             task.cancel()
         if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+            # Bounded: a task inside nats-py's connect() may not honour a cancel at once.
+            await asyncio.wait(list(self._background), timeout=grace)
         try:
             await self.ads.stop(grace)
         finally:
-            await self.bus.close()
+            await self._close_bus(grace + 1.0)
             self.store.persist()
             self.store.unlock()
+
+    async def _close_bus(self, within: float) -> None:
+        """Drain the event bus, bounded: nats-py's connect() can sit on a cancel for a while."""
+        closing = asyncio.create_task(self.bus.close())
+        done, _ = await asyncio.wait({closing}, timeout=within)
+        if not done:
+            log.warning("the event bus did not close within %.1fs; unsent events are dropped", within)
 
     # ---- the one change path -----------------------------------------------------------------
     async def apply(self, intent_change: IntentChange, *, actor: str, rule: str, reason: str,

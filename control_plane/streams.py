@@ -55,8 +55,11 @@ async def ensure_streams_when_nats_answers(url: str, retry_s: float = 1.0) -> li
     while True:
         nc = None
         try:
+            # One short attempt per round (nats-py otherwise retries 60 times inside connect(), and
+            # a cancellation racing its internal wait_for can be lost); this loop does the retrying.
             nc = await nats.connect(url, name="control-plane-streams", connect_timeout=1,
-                                    allow_reconnect=False, error_cb=quiet)
+                                    allow_reconnect=False, max_reconnect_attempts=1,
+                                    reconnect_time_wait=0.1, error_cb=quiet)
             created = await ensure_streams(nc)
             if created:
                 log.info("created JetStream streams %s", ", ".join(created))

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
 
 import aiohttp
 from aiohttp import web
@@ -11,6 +16,7 @@ from control_plane.__main__ import serve
 from control_plane.app import ControlPlane
 from control_plane.store import StateStore
 from data_plane.settings import Settings
+from meshctl.lifecycle import child_env
 from tests.unit.cp_fixtures import isolated_settings
 
 
@@ -63,3 +69,21 @@ async def test_serve_runs_components_and_shuts_down_cleanly(settings: Settings) 
     store.lock()  # released by the shutdown
     store.unlock()
     assert s.operator_token_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_taken_operator_port_fails_fast_naming_the_variable(settings: Settings) -> None:
+    s = isolated_settings(settings)
+    with socket.socket() as holder:
+        holder.bind((s.host, s.ports.operator))
+        holder.listen()
+        env = {**os.environ, **child_env(s), "MESH_PORT_NATS": "1"}
+        t0 = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "control_plane"], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert time.monotonic() - t0 < 20
+    assert f"operator {s.ports.operator} = MESH_PORT_OPERATOR" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    store = StateStore(s)
+    store.lock()  # nothing was left holding the state
+    store.unlock()
