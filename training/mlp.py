@@ -50,6 +50,9 @@ def build_model(n_in: int, mean: np.ndarray, std: np.ndarray, hidden1: int = 64,
                 nn.Linear(hidden2, 1),
             )
 
+        mean: torch.Tensor  # registered buffers (saved in the state dict, constants in ONNX)
+        std: torch.Tensor
+
         def logits(self, x: torch.Tensor) -> torch.Tensor:
             z = ((x - self.mean) / self.std).clamp(-self.clamp, self.clamp)
             return self.net(z).reshape(-1)
