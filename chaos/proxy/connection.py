@@ -192,8 +192,6 @@ class Connection:
         self.client.abort()
         if self.upstream is not None:
             self.upstream.abort()
-        if self.client.transport is None:
-            self._teardown()
 
     def reset(self) -> None:
         """Abort both sockets with TCP RST (the reset_peer toxic)."""

@@ -161,9 +161,7 @@ class Link:
         """Append `toxic` to the end of the chain (Toxiproxy appends new toxics last)."""
         if self.finished:
             return
-        if self.fast:
-            self.fast = False
-            self.head = self.tail
+        self.fast = False
         if self.writer is None:
             self.writer = asyncio.get_running_loop().create_task(self._write_loop())
         stage = StageRunner(self, toxic, self.tail)
@@ -175,12 +173,17 @@ class Link:
         stage.start()
 
     async def update_toxic(self, toxic: Toxic) -> None:
-        """Restart the stage running `toxic` with its new attributes; its state is kept."""
+        """Restart the stage running `toxic` with its new attributes; its state is kept.
+
+        A stage that already ended its stream (e.g. limit_data reached) stays ended, as in Toxiproxy.
+        """
         for stage in self.stages:
             if stage.toxic.name == toxic.name:
+                ended = stage.task is not None and stage.task.done()
                 await stage.stop()
                 stage.toxic = toxic
-                stage.start()
+                if not ended:
+                    stage.start()
                 return
 
     async def remove_toxic(self, name: str) -> None:
