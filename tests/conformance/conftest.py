@@ -54,25 +54,28 @@ def _port_range(spec: str | None) -> Iterator[int] | None:
     return itertools.cycle(range(int(low), int(high or low) + 1))
 
 
-def _spawn_ours() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "chaos.proxy", "--listen", "127.0.0.1:0"], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _spawn_ours(log: Path) -> tuple[subprocess.Popen[str], str]:
+    # Logs go to a file, not a pipe nobody drains (a full pipe would stall the proxy).
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "chaos.proxy", "--listen", "127.0.0.1:0", "--log-level", "INFO"],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=log_file, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()  # the process prints one "listening on <url>" line when ready
     match = re.search(r"listening on (http://\S+)", line)
     if not match:
         proc.kill()
-        raise RuntimeError(f"fault proxy did not start: {line!r}{proc.stdout.read()}")
+        proc.wait()
+        raise RuntimeError(f"fault proxy did not start: {line!r}\n{log.read_text()}")
     return proc, match.group(1)
 
 
 @pytest.fixture(scope="session")
-def target() -> Iterator[Target]:
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     url = os.environ.get("TOXIPROXY_URL")
     proc = None
     if not url:
-        proc, url = _spawn_ours()
+        proc, url = _spawn_ours(tmp_path_factory.mktemp("fault-proxy") / "proxy.log")
     api_host = urlsplit(url).hostname or "127.0.0.1"
     yield Target(
         api=Api(url.rstrip("/")),
@@ -85,10 +88,10 @@ def target() -> Iterator[Target]:
     if proc is not None:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.wait()
+            proc.communicate()
 
 
 @pytest.fixture(scope="session")
