@@ -94,8 +94,13 @@ def compute_reference_stats(raw: np.ndarray, scores: np.ndarray | None = None,
         raise ValueError(f"expected raw features of shape (n, {len(FEATURE_NAMES)}), got {x.shape}")
     if x.shape[0] == 0:
         raise ValueError("cannot compute reference statistics of an empty dataset")
-    rng = np.random.default_rng(seed)
-    pick = np.sort(rng.choice(x.shape[0], min(sample_size, x.shape[0]), replace=False))
+    # Quantile samples (evenly spaced order statistics) rather than a random draw: every drift
+    # window is tested against this one sample, so a random draw's luck would bias all of them
+    # the same way (measured: 2.5-9.2 % vs 1.0-1.8 % null rejections at p < 0.01).
+    n = x.shape[0]
+    m = min(sample_size, n)
+    pick = ((np.arange(m) + 0.5) * n / m).astype(int)
+    del seed  # kept in the signature for callers; quantile samples need no randomness
     features: dict[str, Any] = {}
     for i, name in enumerate(FEATURE_NAMES):
         col = x[:, i]
@@ -104,7 +109,7 @@ def compute_reference_stats(raw: np.ndarray, scores: np.ndarray | None = None,
             "kind": "categorical" if name in CATEGORICAL else "numeric",
             "edges": edges,
             "proportions": bin_proportions(col, edges).tolist(),
-            "sample": col[pick].tolist(),
+            "sample": np.sort(col)[pick].tolist(),
             "mean": float(col.mean()),
             "std": float(col.std()),
         }
@@ -113,7 +118,8 @@ def compute_reference_stats(raw: np.ndarray, scores: np.ndarray | None = None,
             entry["frequencies"] = category_frequencies(col, CATEGORICAL[name]).tolist()
         features[name] = entry
     out: dict[str, Any] = {"version": STATS_VERSION, "n": int(x.shape[0]), "bins": N_BINS,
-                           "sample_size": int(pick.size), "features": features}
+                           "sample_size": int(pick.size), "sample_kind": "quantiles",
+                           "features": features}
     if scores is not None:
         s = np.asarray(scores, dtype=np.float64).ravel()
         if s.shape[0] != x.shape[0]:
@@ -124,7 +130,7 @@ def compute_reference_stats(raw: np.ndarray, scores: np.ndarray | None = None,
                           "values": np.quantile(s, SCORE_QUANTILE_LEVELS).tolist()},
             "edges": edges,
             "proportions": bin_proportions(s, edges).tolist(),
-            "sample": s[pick].tolist(),
+            "sample": np.sort(s)[pick].tolist(),
             "mean": float(s.mean()),
         }
     return out
