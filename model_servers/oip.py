@@ -132,21 +132,21 @@ def parse_rows(req: InferRequest) -> list[tuple[float, ...]]:
                        f"{', '.join(FEATURE_NAMES)}" + (f" (missing: {', '.join(missing)})"
                                                         if len(inputs) > 1 else ""))
     columns = []
-    n = None
+    rows: int | None = None
     for name in FEATURE_NAMES:
         t = by_name[name]
         data = _check_tensor(t)
         if not (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1)):
             raise OipError(f"input {name!r}: shape must be [N] or [N, 1] (got {t.shape})")
-        if n is None:
-            n = t.shape[0]
-        elif t.shape[0] != n:
-            raise OipError(f"input {name!r}: has {t.shape[0]} rows, {FEATURE_NAMES[0]!r} has {n}")
+        if rows is None:
+            rows = t.shape[0]
+        elif t.shape[0] != rows:
+            raise OipError(f"input {name!r}: has {t.shape[0]} rows, {FEATURE_NAMES[0]!r} has {rows}")
         columns.append(data)
-    assert n is not None
-    _check_rows(n)
+    assert rows is not None
+    _check_rows(rows)
     return [tuple(_value(columns[c][r], FEATURE_NAMES[c], r, c) for c in range(N_FEATURES))
-            for r in range(n)]
+            for r in range(rows)]
 
 
 def _check_rows(n: int) -> None:

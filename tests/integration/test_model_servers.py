@@ -85,7 +85,7 @@ def _get_status(url: str) -> int:
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - loopback only
+        with urllib.request.urlopen(url, timeout=2) as r:
             return int(r.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -263,9 +263,9 @@ async def _collect(nc: Any, subject: str) -> asyncio.Queue[PredictionBatch]:
     return got
 
 
-async def _records_until(queue: asyncio.Queue[PredictionBatch], want: set[str], timeout: float = 10) -> dict:
+async def _records_until(queue: asyncio.Queue[PredictionBatch], want: set[str], wait_s: float = 10) -> dict:
     found: dict[str, Any] = {}
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + wait_s
     while not want <= set(found) and time.monotonic() < deadline:
         try:
             batch = await asyncio.wait_for(queue.get(), max(0.05, deadline - time.monotonic()))
@@ -330,8 +330,21 @@ async def test_predictions_reach_nats_with_request_ids_and_model_events_reload(
                     break
                 await asyncio.sleep(0.1)
             assert version == "xgboost_v2"
+
+            # Rollback elsewhere removes the challenger alias: the challenger slot stops serving.
+            registry.delete_alias("xgboost", "challenger")
+            await nc.publish(subjects.MODEL_ROLLED_BACK, msgspec.json.encode(
+                ModelAliasMoved(model="xgboost", version="2", alias="challenger")))
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                status, body = await _post(s, srv.url("/api/v1/predict", challenger=True), SEED_BODY)
+                if status == 503:
+                    break
+                await asyncio.sleep(0.1)
+            assert (status, body) == (503, {"error": "no challenger"})
     finally:
         registry.set_alias("xgboost", "champion", "1")
+        registry.set_alias("xgboost", "challenger", "2")
         srv.proc.stop()
         await nc.drain()
 
