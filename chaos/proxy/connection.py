@@ -66,7 +66,7 @@ class Endpoint(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self.closing = True
+        self._stop_writes()
         self.conn.endpoint_lost(self)
 
     def pause_writing(self) -> None:
@@ -90,13 +90,17 @@ class Endpoint(asyncio.Protocol):
         if not self.holds and not self.closing and self.transport is not None:
             self.transport.resume_reading()
 
+    def _stop_writes(self) -> None:
+        """From now on the link writing this socket discards its bytes."""
+        self.closing = True
+        if self.outbound is not None:
+            self.outbound.dest_closed()
+
     def close(self) -> None:
         """Flush what is buffered, then close (FIN)."""
         if self.closing:
             return
-        self.closing = True
-        if self.outbound is not None:
-            self.outbound.dest_closed()
+        self._stop_writes()
         if self.transport is not None:
             self.transport.close()
 
@@ -111,9 +115,7 @@ class Endpoint(asyncio.Protocol):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
                 except OSError:  # already gone: nothing to reset
                     pass
-        self.closing = True
-        if self.outbound is not None:
-            self.outbound.dest_closed()
+        self._stop_writes()
         self.transport.abort()
 
 
@@ -168,8 +170,6 @@ class Connection:
             endpoint.release_reading(HOLD_CONNECTING)
 
     def endpoint_lost(self, endpoint: Endpoint) -> None:
-        if endpoint.outbound is not None:
-            endpoint.outbound.dest_closed()
         if endpoint.inbound is not None:
             endpoint.inbound.feed_eof()  # flush to the other socket, then close it
         elif endpoint is self.client and self._dialing is not None:
