@@ -36,13 +36,13 @@ def test_create_proxy_with_the_drivers_defaults_then_latency_then_cleanup(config
         assert port != 0
         assert proxy_probes.proxy_exist(name, configuration=configuration) is True
         assert proxy_probes.get_proxy_attribute(name, "enabled", configuration=configuration) is True
-        assert toxic_actions.create_latency_toxic(name, "slow", latency=150,
+        assert toxic_actions.create_latency_toxic(name, "slow", latency=300,
                                                   configuration=configuration) is True
         sock = connect(target.connect_host, port)
         try:
-            assert round_trip(sock, b"ctk")[0] >= 0.15
+            assert round_trip(sock, b"ctk")[0] >= 0.3
             assert toxic_actions.delete_toxic(name, "slow", configuration=configuration) is True
-            assert round_trip(sock, b"ctk")[0] < 0.1
+            assert round_trip(sock, b"ctk")[0] < 0.2
         finally:
             sock.close()
         assert proxy_actions.disable_proxy(name, configuration=configuration) is True

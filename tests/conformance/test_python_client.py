@@ -76,17 +76,17 @@ def test_duplicate_create_raises_proxy_exists(server, target, echo):
 
 def test_toxics_add_list_apply_and_destroy(server, target, echo):
     proxy = server.create(upstream=echo, name=_name(), listen=target.listen())
-    proxy.add_toxic(type="latency", attributes={"latency": 150})
+    proxy.add_toxic(type="latency", attributes={"latency": 300})
     toxics = proxy.toxics()
     assert list(toxics) == ["latency_downstream"]
     toxic = toxics["latency_downstream"]
     assert (toxic.type, toxic.stream, toxic.toxicity) == ("latency", "downstream", 1)
-    assert toxic.attributes == {"latency": 150, "jitter": 0}
+    assert toxic.attributes == {"latency": 300, "jitter": 0}
     sock = connect(target.connect_host, port_of(proxy.listen))
     try:
-        assert round_trip(sock, PAYLOAD)[0] >= 0.15
+        assert round_trip(sock, PAYLOAD)[0] >= 0.3
         assert proxy.destroy_toxic("latency_downstream") is True
-        assert round_trip(sock, PAYLOAD)[0] < 0.1
+        assert round_trip(sock, PAYLOAD)[0] < 0.2
     finally:
         sock.close()
     assert proxy.get_toxic("latency_downstream") is None
