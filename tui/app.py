@@ -71,9 +71,12 @@ class MeshConsole(App[None]):
     # ---- polling --------------------------------------------------------------------------
     @work(exclusive=True, group="poll", exit_on_error=False)
     async def _poll_loop(self) -> None:
+        drawn = -1
         while True:
             await self.poller.poll_once()
-            self._draw()
+            if self.state.revision != drawn:
+                drawn = self.state.revision
+                self._draw()
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
@@ -84,14 +87,14 @@ class MeshConsole(App[None]):
 
     def _draw(self) -> None:
         try:
-            self.main.show(self.state, self.client.base_url, self.feed, self.poll_interval)
+            self.main.show(self.state, self.feed, self.poll_interval)
         except Exception as exc:  # keep polling; show and record the bug rather than die
             log.exception("console: drawing the mesh state failed")
             self.internal_errors.append(f"{type(exc).__name__}: {exc}")
             self.main.show_result(f"console error while drawing: {type(exc).__name__}: {exc}", "error")
 
     def _show_feed(self) -> None:
-        self.main.show_feed(self.state, self.client.base_url, self.feed)
+        self.main.show_feed(self.state, self.feed)
 
     # ---- actions --------------------------------------------------------------------------
     def start_action(self, name: str) -> None:

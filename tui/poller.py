@@ -38,14 +38,31 @@ class Poller:
         self.state = state or MeshState()
 
     async def poll_once(self) -> MeshState:
-        """Refresh everything; never raises for API trouble (it becomes state)."""
+        """Refresh everything; never raises for API trouble (it becomes state).
+
+        `state.revision` moves only when something differs from the previous poll, so the screen
+        redraws on change rather than every tick.
+        """
+        before = self._fingerprint()
+        await self._poll()
+        if self._fingerprint() != before:
+            self.state.revision += 1
+        return self.state
+
+    def _fingerprint(self) -> tuple[Any, ...]:
         s = self.state
-        s.polls += 1
+        return (s.reachable, s.unreachable_reason, s.status, s.health, s.models, s.canary, s.drift,
+                s.traffic, s.load, s.experiments, dict(s.decisions), s.decisions_state, s.last_seq,
+                s.chaos)
+
+    async def _poll(self) -> MeshState:
+        s = self.state
         try:
             status = await self.client.status()
         except UnreachableError as exc:
             s.reachable = False
             s.unreachable_reason = str(exc)
+            s.polls += 1
             return s
         except NotAvailableError as exc:
             s.status = Fetched("unavailable", None, str(exc))
@@ -74,6 +91,7 @@ class Poller:
                 s.chaos = replace(watch, run=result)
             else:
                 setattr(s, name, result)
+        s.polls += 1
         return s
 
     async def _poll_decisions(self) -> None:

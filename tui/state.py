@@ -54,7 +54,8 @@ class MeshState:
 
     reachable: bool | None = None  # None until the first poll finished
     unreachable_reason: str = ""
-    polls: int = 0
+    polls: int = 0  # polls completed
+    revision: int = 0  # moves when a poll saw something new
     status: Fetched = PENDING
     health: Fetched = PENDING
     models: Fetched = PENDING

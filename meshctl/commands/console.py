@@ -56,11 +56,11 @@ def _log_to_file(settings: Settings) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Open the console until the operator quits."""
+    if not 0.2 <= args.poll <= 30:
+        raise MeshError(f"--poll {args.poll:g} is outside 0.2-30 seconds")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise NoTerminalError("the console needs an interactive terminal (a TTY); run it in a terminal, "
                               "or use `meshctl status` for a one-shot report")
-    if not 0.2 <= args.poll <= 30:
-        raise MeshError(f"--poll {args.poll:g} is outside 0.2-30 seconds")
     from tui.app import MeshConsole
     from tui.client import OperatorClient
     from tui.events import NatsEventSource

@@ -23,6 +23,7 @@ from tests.tui import payloads
 TOKEN = "test-operator-token"
 TODAY = frozenset({"/health", "/api/v1/status", "/api/v1/traffic", "/api/v1/decisions",
                    "/api/v1/freeze", "/api/v1/unfreeze"})
+BODY = web.RequestKey("body", object)
 NODES = ("edge", "sidecar-heuristic", "sidecar-pytorch", "sidecar-xgboost")
 
 
@@ -43,8 +44,10 @@ def _error(status: int, error: str, message: str, field: str | None = None,
 class FakeOperatorAPI:
     """Start with `await start()` (or `start_in_thread()` for sync tests); `url` once started."""
 
-    def __init__(self, routes: str = "all", token: str = TOKEN, port: int = 0) -> None:
+    def __init__(self, routes: str = "all", token: str = TOKEN, port: int = 0,
+                 chaos_reads_per_step: int = 1) -> None:
         self.routes = routes
+        self.chaos_reads_per_step = chaos_reads_per_step
         self.token = token
         self.port = port
         self.writes: list[Write] = []
@@ -156,7 +159,7 @@ class FakeOperatorAPI:
         if self._fail_next is not None:
             (status, fail_body), self._fail_next = self._fail_next, None
             return web.json_response(fail_body, status=status)
-        request["body"] = body
+        request[BODY] = body
         try:
             return await handler(request)
         except web.HTTPNotFound:
@@ -221,18 +224,19 @@ class FakeOperatorAPI:
         run = self.runs.get(request.match_info["run_id"])
         if run is None:
             return _error(404, "unknown_run", f"no chaos run {request.match_info['run_id']}")
-        if run["status"] == "running":  # each read advances the experiment one step
-            steps = run["steps"]
+        run["_reads"] = run.get("_reads", 0) + 1
+        if run["status"] == "running" and run["_reads"] % self.chaos_reads_per_step == 0:
+            steps = run["steps"]  # the experiment advances one step per N reads
             current = next((s for s in steps if s["status"] != "passed"), None)
             if current is not None:
                 current.update(status="passed", detail="within tolerance")
             if all(s["status"] == "passed" for s in steps):
                 run.update(status="finished", verdict="passed")
-        return web.json_response(run)
+        return web.json_response({k: v for k, v in run.items() if not k.startswith("_")})
 
     # ---- writes ---------------------------------------------------------------------------
     async def _set_traffic(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = request[BODY]
         if not isinstance(body, dict) or not body:
             return _error(422, "validation_error", "send a JSON object of weights", "$body", "type")
         for name, value in body.items():
@@ -253,7 +257,7 @@ class FakeOperatorAPI:
         self.status["intent"]["frozen"] = frozen
         self.status["frozen"] = frozen
         default = "operator froze automation" if frozen else "operator unfroze automation"
-        reason = (request["body"] or {}).get("reason") or default
+        reason = (request[BODY] or {}).get("reason") or default
         return self._apply("operator", "freeze" if frozen else "unfreeze", reason)
 
     async def _freeze(self, request: web.Request) -> web.Response:
@@ -264,7 +268,7 @@ class FakeOperatorAPI:
 
     async def _pin(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
-        version = str((request["body"] or {}).get("version"))
+        version = str((request[BODY] or {}).get("version"))
         self.status["intent"]["pins"][kind] = version
         self.models[kind]["pinned"] = version
         return self._apply("operator", "pin", f"operator pinned {kind} to version {version}")
@@ -279,17 +283,17 @@ class FakeOperatorAPI:
         return web.json_response({"request_id": "rt-0001"}, status=202)
 
     async def _promote(self, request: web.Request) -> web.Response:
-        model = request["body"]["model"]
+        model = request[BODY]["model"]
         self.canary[model].update(phase="promoted", weight=1.0)
         return self._apply("operator", "promote", f"operator promoted the {model} challenger")
 
     async def _rollback(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = request[BODY]
         self.canary[body["model"]].update(phase="rolled_back", weight=0.0)
         return self._apply("operator", "rollback", body.get("reason") or "operator rollback")
 
     async def _load_start(self, request: web.Request) -> web.Response:
-        body = request["body"]
+        body = request[BODY]
         self.load.update(running=True, rate=body["rate"], duration=body["duration"],
                          scenario=body.get("scenario"), sent=0, errors=0)
         return web.json_response(self.load)
@@ -303,7 +307,7 @@ class FakeOperatorAPI:
             return _error(409, "chaos_locked", "a chaos experiment is already running; abort it first",
                           "name", "one_at_a_time")
         run_id = f"run-{next(self._run_ids)}"
-        self.runs[run_id] = {"run_id": run_id, "name": request["body"]["name"], "status": "running",
+        self.runs[run_id] = {"run_id": run_id, "name": request[BODY]["name"], "status": "running",
                              "steps": [{"name": n, "status": "pending", "detail": ""}
                                        for n in payloads.CHAOS_STEPS],
                              "verdict": None, "journal": f"/tmp/mesh/chaos/{run_id}.json"}
@@ -314,7 +318,7 @@ class FakeOperatorAPI:
         if run is None:
             return _error(404, "unknown_run", f"no chaos run {request.match_info['run_id']}")
         run.update(status="aborted", verdict="aborted")
-        return web.json_response(run)
+        return web.json_response({k: v for k, v in run.items() if not k.startswith("_")})
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from tui.format import ACK_STYLES, acked_word, date_time, decision_line, num
+from tui.format import ACK_STYLES, acked_word, date_time, decision_line
 
 
 def trigger_lines(decision: dict[str, Any], known: dict[str, dict[str, Any]]) -> Text:
@@ -44,7 +44,7 @@ def detail_table(decision: dict[str, Any], known: dict[str, dict[str, Any]]) -> 
     grid.add_row("reason", str(decision.get("reason", "")))
     grid.add_row("triggers", trigger_lines(decision, known))
     numbers = decision.get("numbers") or {}
-    grid.add_row("numbers seen", Text("\n").join(Text(f"{k} = {num(v, 4)}") for k, v in numbers.items())
+    grid.add_row("numbers seen", Text("\n").join(Text(f"{k} = {_g(v)}") for k, v in numbers.items())
                  if numbers else Text("none", style="dim"))
     version = decision.get("xds_version")
     overall = acked_word(decision.get("acked"))
@@ -60,6 +60,10 @@ def detail_table(decision: dict[str, Any], known: dict[str, dict[str, Any]]) -> 
     grid.add_row("ACKs", acks if nodes else Text("no Envoy was connected", style="dim"))
     grid.add_row("event id", Text(str(decision.get("id", "-")), style="dim"))
     return grid
+
+
+def _g(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 class DecisionScreen(ModalScreen[None]):

@@ -50,7 +50,8 @@ class MainScreen(Screen[None]):
         Binding("x", "act('abort')", "Abort"),
         Binding("q", "app.quit", "Quit"),
     ]
-    HELP = {"freeze": "freeze / unfreeze automation", "load": "start / stop background load",
+    HELP = {"help": "this list of keys", "app.quit": "quit the console",
+            "freeze": "freeze / unfreeze automation", "load": "start / stop background load",
             "abort": "abort the running chaos experiment", "chaos": "start a chaos experiment",
             "promote": "promote the challenger", "rollback": "roll back the challenger",
             "weights": "set traffic weights", "pin": "pin a model version", "unpin": "unpin a model",
@@ -66,14 +67,10 @@ class MainScreen(Screen[None]):
         yield Static(id="result")
         yield Footer(compact=True)
 
-    def on_mount(self) -> None:
-        self.query_one("#banner", Static).display = False
-        self.query_one("#result", Static).display = False
-
     # ---- drawing --------------------------------------------------------------------------
-    def show(self, state: MeshState, api_url: str, feed: EventFeed, interval: float) -> None:
+    def show(self, state: MeshState, feed: EventFeed, interval: float) -> None:
         """Draw a freshly polled state on every pane."""
-        self.query_one(ConnectionBar).show(state, api_url, feed)
+        self.query_one(ConnectionBar).show(state, feed)
         banner = self.query_one("#banner", Static)
         text = banner_text(state, interval)
         banner.display = bool(text)
@@ -81,9 +78,9 @@ class MainScreen(Screen[None]):
         for pane in self.query(Pane):
             pane.show(state)
 
-    def show_feed(self, state: MeshState, api_url: str, feed: EventFeed) -> None:
+    def show_feed(self, state: MeshState, feed: EventFeed) -> None:
         if feed.dirty:
-            self.query_one(ConnectionBar).show(state, api_url, feed)
+            self.query_one(ConnectionBar).show(state, feed)
             self.query_one(EventLogPane).refresh_feed(feed, getattr(self.app, "events_url", None))
 
     def show_result(self, text: str, severity: str) -> None:

@@ -9,7 +9,7 @@ from tui.events import EventFeed
 from tui.state import MeshState, pick
 
 
-def connection_text(state: MeshState, api_url: str, feed: EventFeed) -> Text:
+def connection_text(state: MeshState, feed: EventFeed) -> Text:
     text = Text()
     text.append("fraud-mesh ", style="bold")
     if state.reachable is None:
@@ -18,7 +18,6 @@ def connection_text(state: MeshState, api_url: str, feed: EventFeed) -> Text:
         text.append("● API ok", style="green")
     else:
         text.append("✖ API unreachable — retrying", style="bold red")
-    text.append(f" {api_url.removeprefix('http://')}", style="dim")
     text.append("  ")
     if feed.connected is None:
         text.append("NATS off", style="dim")
@@ -38,11 +37,10 @@ def connection_text(state: MeshState, api_url: str, feed: EventFeed) -> Text:
 def banner_text(state: MeshState, interval: float) -> str:
     """The line under the tabs while the control plane is away (empty when it is not)."""
     if state.reachable is False:
-        return (f"control plane unreachable — retrying every {interval:g} s. "
-                f"{state.unreachable_reason}")
+        return f"control plane unreachable — retrying every {interval:g} s. {state.unreachable_reason}"
     return ""
 
 
 class ConnectionBar(Static):
-    def show(self, state: MeshState, api_url: str, feed: EventFeed) -> None:
-        self.update(connection_text(state, api_url, feed))
+    def show(self, state: MeshState, feed: EventFeed) -> None:
+        self.update(connection_text(state, feed))

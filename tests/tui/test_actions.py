@@ -1,0 +1,201 @@
+"""Each console action sends exactly the documented request after confirming, and nothing otherwise.
+
+The console runs against the recorded fake operator API over real HTTP; the fake records every
+write (method, path, JSON body, Authorization header).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.tui.conftest import (
+    confirm_screen,
+    console,
+    fill_and_submit,
+    loaded,
+    main_text,
+    open_form,
+    wait_until,
+)
+from tests.tui.fake_api import TOKEN, FakeOperatorAPI, Write
+from tui.screens.dialogs import FormScreen
+
+BEARER = f"Bearer {TOKEN}"
+
+
+async def test_set_weights_by_keyboard_sends_the_split_and_shows_the_decision(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await open_form(pilot, "w")
+        await pilot.press("0", ".", "5")  # the field is selected on focus: typing replaces it
+        await pilot.pause(0.05)
+        assert app.screen.query_one("#field-pytorch").value == "0.5"  # follows 1 - xgboost
+        await pilot.press("enter")
+        question = await confirm_screen(pilot)
+        assert "xgboost 50% / pytorch 50%" in question.question
+        assert fake_api.writes == []  # nothing before the yes
+        await pilot.press("y")
+        await wait_until(pilot, lambda: fake_api.writes, what="the POST")
+        assert fake_api.writes == [Write("POST", "/api/v1/traffic", {"xgboost": 0.5, "pytorch": 0.5}, BEARER)]
+        await wait_until(pilot, lambda: "50.0% chain-xgboost" in main_text(app, "#topology"),
+                         what="the new weight on the overview")
+        result = main_text(app, "#result")
+        assert "decision #7 operator set_weights -> xDS v43 ack" in result
+        assert "edge=ack" in result
+        assert not app.internal_errors
+
+
+async def test_weights_that_do_not_sum_to_one_are_refused_in_the_form(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        form = await open_form(pilot, "w")
+        await pilot.press("0", ".", "7", "tab", "0", ".", "7", "enter")  # both typed: no auto 1 - x
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, FormScreen)  # still open, saying why
+        assert "weights must sum to 1 (they sum to 1.4)" in str(form.query_one("#form-error").content)
+        await fill_and_submit(pilot, form, {"xgboost": "abc"})
+        await pilot.pause(0.1)
+        assert "'abc' is not a number" in str(form.query_one("#form-error").content)
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "cancelled" in main_text(app, "#result"), what="the cancel")
+    assert fake_api.writes == []
+
+
+# key, form values (None: no form), expected method, path, body, text in the result line
+ACTIONS = [
+    pytest.param("p", {"model": "xgboost", "version": "v4"}, "POST", "/api/v1/models/xgboost/pin",
+                 {"version": "4"}, "decision #7 operator pin", id="pin"),
+    pytest.param("u", {}, "DELETE", "/api/v1/models/pytorch/pin", None, "decision #7 operator unpin",
+                 id="unpin"),
+    pytest.param("r", {"model": "pytorch", "reason": "labels drifted"}, "POST", "/api/v1/retrain",
+                 {"model": "pytorch", "reason": "labels drifted"}, "accepted: request rt-0001", id="retrain"),
+    pytest.param("m", {}, "POST", "/api/v1/canary/promote", {"model": "xgboost"},
+                 "decision #7 operator promote", id="promote"),
+    pytest.param("b", {"reason": "p99 too high"}, "POST", "/api/v1/canary/rollback",
+                 {"model": "xgboost", "reason": "p99 too high"}, "decision #7 operator rollback",
+                 id="rollback"),
+    pytest.param("l", {"rate": "25", "duration": "30", "scenario": "covariate_shift"}, "POST",
+                 "/api/v1/load/start", {"rate": 25.0, "duration": 30.0, "scenario": "covariate_shift"},
+                 "load running at 25 rps", id="load-start"),
+    pytest.param("f", {"reason": "incident 42"}, "POST", "/api/v1/freeze", {"reason": "incident 42"},
+                 "decision #7 operator freeze", id="freeze"),
+]
+
+
+@pytest.mark.parametrize(("key", "values", "method", "path", "body", "shown"), ACTIONS)
+async def test_action_sends_its_request_after_confirming(
+        fake_api: FakeOperatorAPI, token_file: Path, key: str, values: dict[str, str], method: str,
+        path: str, body: object, shown: str) -> None:
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        form = await open_form(pilot, key)
+        await fill_and_submit(pilot, form, values)
+        await confirm_screen(pilot)
+        assert fake_api.writes == []
+        await pilot.press("y")
+        await wait_until(pilot, lambda: shown in main_text(app, "#result"), what=f"result {shown!r}")
+        assert fake_api.writes == [Write(method, path, body, BEARER)]
+        assert not app.internal_errors
+
+
+async def test_cancelling_any_confirmation_or_form_sends_nothing(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        for key in ("w", "f", "p", "u", "r", "m", "b", "l", "c"):
+            form = await open_form(pilot, key)
+            if key == "p":
+                form.query_one("#field-version").value = "3"
+            await pilot.click("#ok")
+            await confirm_screen(pilot)
+            await pilot.press("n")
+            await wait_until(pilot, lambda: "cancelled, nothing sent" in main_text(app, "#result"),
+                             what=f"the cancel message of {key!r}")
+            app.main.show_result("", "information")
+        await open_form(pilot, "w")  # esc on the form itself
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: "cancelled, nothing sent" in main_text(app, "#result"),
+                         what="the cancel message of the form")
+        await pilot.pause(0.3)
+    assert fake_api.writes == [], "a request went out after cancelling"
+
+
+async def test_freeze_then_unfreeze_toggles_with_the_mesh_state(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await fill_and_submit(pilot, await open_form(pilot, "f"), {})
+        await confirm_screen(pilot)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "FROZEN" in main_text(app, "#connection"), what="FROZEN")
+        await fill_and_submit(pilot, await open_form(pilot, "f"), {"reason": "incident over"})
+        assert "Unfreeze" in (await confirm_screen(pilot)).question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "FROZEN" not in main_text(app, "#connection"), what="unfrozen")
+        assert fake_api.writes == [Write("POST", "/api/v1/freeze", None, BEARER),
+                                   Write("POST", "/api/v1/unfreeze", {"reason": "incident over"}, BEARER)]
+
+
+async def test_stopping_the_running_load(fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    fake_api.load.update(running=True, rate=50.0, sent=1234)
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await wait_until(pilot, lambda: app.state.load.ok, what="the load status")
+        await pilot.press("l")  # running: no form, straight to the confirmation
+        assert "1234 requests sent so far" in (await confirm_screen(pilot)).question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "load stopped" in main_text(app, "#result"), what="stopped")
+        assert fake_api.writes == [Write("POST", "/api/v1/load/stop", None, BEARER)]
+
+
+async def test_chaos_experiment_is_started_and_watched_to_its_verdict(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await wait_until(pilot, lambda: app.state.experiments.ok, what="the experiment list")
+        form = await open_form(pilot, "c")
+        await fill_and_submit(pilot, form, {"name": "latency-injection"})
+        assert "latency-injection" in (await confirm_screen(pilot)).question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "chaos run run-1" in main_text(app, "#result"), what="the run id")
+        assert fake_api.writes == [Write("POST", "/api/v1/chaos/runs", {"name": "latency-injection"}, BEARER)]
+        assert app.main.query_one("#tabs").active == "chaos"
+        await wait_until(pilot, lambda: "passed" in main_text(app, "#verdict"), what="the verdict")
+        steps = app.main.query_one("#steps")
+        assert steps.row_count == 5
+        assert all(str(steps.get_row_at(i)[1]) == "passed" for i in range(5))
+        assert "run-1 latency-injection: finished" in main_text(app, "#run-head")
+
+
+async def test_aborting_the_running_chaos_experiment(token_file: Path) -> None:
+    fake = await FakeOperatorAPI(chaos_reads_per_step=1000).start()  # the run stays in progress
+    try:
+        app = console(fake.url, token_file)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await loaded(pilot)
+            await pilot.press("x")  # nothing running yet: refused without a dialog
+            await wait_until(pilot, lambda: "no chaos run" in main_text(app, "#result"), what="refusal")
+            await wait_until(pilot, lambda: app.state.experiments.ok, what="the experiment list")
+            await fill_and_submit(pilot, await open_form(pilot, "c"), {})
+            await confirm_screen(pilot)
+            await pilot.press("y")
+            await wait_until(pilot, lambda: app.state.chaos is not None, what="the run")
+            await pilot.press("x")
+            assert "Abort chaos run run-1 (primary-killed)" in (await confirm_screen(pilot)).question
+            await pilot.press("y")
+            await wait_until(pilot, lambda: "aborted" in main_text(app, "#verdict"), what="aborted")
+            assert [(w.method, w.path) for w in fake.writes] == [
+                ("POST", "/api/v1/chaos/runs"), ("POST", "/api/v1/chaos/runs/run-1/abort")]
+    finally:
+        await fake.stop()
