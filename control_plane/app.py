@@ -123,6 +123,7 @@ class ControlPlane:
         """Lock the state, resume the persisted intent under a new version, serve ADS."""
         self.store.lock()
         try:
+            self.ledger.open()  # after the lock: only the owner may repair a torn tail
             await self.bus.start()
             await self._resume()
             self.ads_port = await self.ads.start(self.settings.host, self.settings.ports.ads)

@@ -93,39 +93,53 @@ class Ledger:
     """Append-only decision log, mirrored to NATS `mesh.decisions` when a bus is given."""
 
     def __init__(self, state_dir: Path, bus: EventBus | None = None) -> None:
+        """No I/O here: the files are read (and a torn tail repaired) by `open()` or first use,
+        so a control plane can take its state lock before it touches the ledger."""
         self.state_dir = state_dir
         self.bus = bus
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # open() may run inside append()'s critical section
         self._decisions_file = _JsonlFile(state_dir / LEDGER_FILE)
         self._acks_file = _JsonlFile(state_dir / ACKS_FILE)
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            decisions: list[Decision] = self._decisions_file.load(msgspec.json.Decoder(Decision))
-            acks: list[AckUpdate] = self._acks_file.load(msgspec.json.Decoder(AckUpdate))
-        except OSError as exc:
-            raise StateDirError(f"cannot open the decision ledger in {state_dir}: "
-                                f"{exc.strerror or exc}") from exc
         self._by_seq: dict[int, Decision] = {}
         self._order: list[int] = []
-        for d in decisions:
-            if self._order and d.seq <= self._order[-1]:
-                log.warning("ledger: ignoring out-of-order seq %d", d.seq)
-                continue
-            self._by_seq[d.seq] = d
-            self._order.append(d.seq)
-        for a in acks:
-            if a.seq in self._by_seq:
-                self._by_seq[a.seq] = _with_ack(self._by_seq[a.seq], a)
+        self._opened = False
+
+    def open(self) -> Ledger:
+        """Load every complete entry, cutting off a torn last line; idempotent."""
+        with self._lock:
+            if self._opened:
+                return self
+            try:
+                self.state_dir.mkdir(parents=True, exist_ok=True)
+                decisions: list[Decision] = self._decisions_file.load(msgspec.json.Decoder(Decision))
+                acks: list[AckUpdate] = self._acks_file.load(msgspec.json.Decoder(AckUpdate))
+            except OSError as exc:
+                raise StateDirError(f"cannot open the decision ledger in {self.state_dir}: "
+                                    f"{exc.strerror or exc}") from exc
+            for d in decisions:
+                if self._order and d.seq <= self._order[-1]:
+                    log.warning("ledger: ignoring out-of-order seq %d", d.seq)
+                    continue
+                self._by_seq[d.seq] = d
+                self._order.append(d.seq)
+            for a in acks:
+                if a.seq in self._by_seq:
+                    self._by_seq[a.seq] = _with_ack(self._by_seq[a.seq], a)
+            self._opened = True
+        return self
 
     @property
     def last_seq(self) -> int:
+        self.open()
         return self._order[-1] if self._order else 0
 
     def __len__(self) -> int:
+        self.open()
         return len(self._order)
 
     def append(self, decision: Decision) -> Decision:
         """Give `decision` the next seq, fsync it to the ledger, publish it; return the stored copy."""
+        self.open()
         with self._lock:
             stored = msgspec.structs.replace(decision, seq=self.last_seq + 1)
             self._write(self._decisions_file, _enc.encode(stored))
@@ -136,6 +150,7 @@ class Ledger:
 
     def update_ack(self, seq: int, acked: bool | None, nodes: dict[str, str]) -> Decision:
         """Record a later ACK state for decision `seq` (a follow-up entry; the line stays as written)."""
+        self.open()
         with self._lock:
             if seq not in self._by_seq:
                 raise KeyError(seq)
@@ -148,16 +163,19 @@ class Ledger:
         return merged
 
     def get(self, seq: int) -> Decision | None:
+        self.open()
         return self._by_seq.get(seq)
 
     def read(self, since_seq: int = 0, limit: int = 100) -> list[Decision]:
         """Decisions with seq > since_seq, oldest first, at most `limit` (capped at 1000)."""
+        self.open()
         limit = max(0, min(limit, MAX_READ))
         start = bisect.bisect_right(self._order, since_seq)
         return [self._by_seq[s] for s in self._order[start:start + limit]]
 
     def tail(self, n: int = 20) -> list[Decision]:
         """The newest `n` decisions, oldest first."""
+        self.open()
         return [self._by_seq[s] for s in self._order[-n:]] if n > 0 else []
 
     def _write(self, jf: _JsonlFile, data: bytes) -> None:

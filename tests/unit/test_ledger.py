@@ -113,3 +113,15 @@ def test_sigkill_while_appending_leaves_no_gap_or_duplicate(settings: Settings) 
         assert seqs == list(range(1, len(seqs) + 1))
         if printed:
             assert seqs[-1] >= printed[-1]  # every append that returned is durable
+
+
+def test_constructing_touches_nothing_until_open(settings: Settings) -> None:
+    Ledger(settings.state_dir).append(_decision())
+    path = settings.state_dir / LEDGER_FILE
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq": 2, "act')
+    before = path.read_bytes()
+    ledger = Ledger(settings.state_dir)  # e.g. a second control plane that has not got the lock
+    assert path.read_bytes() == before
+    assert ledger.open().last_seq == 1
+    assert path.read_bytes() == before[: before.index(b'{"seq": 2')]
