@@ -252,10 +252,16 @@ class SnapshotCache:
         state = self._nodes.get(node)
         if state is None:
             return "pending"
-        acked = {short(t): ts.acked_version for t, ts in state.types.items()}
-        nacked = {short(t): ts.nack for t, ts in state.types.items() if ts.nack is not None}
-        subscribed = [short(t) for t, ts in state.types.items() if ts.subscribed]
-        return _state_of(acked, nacked, subscribed, version)
+        result = "ack"
+        for type_url, ts in state.types.items():  # hot path: one call per ACK while waiting
+            if not ts.subscribed and type_url not in ALWAYS_SUBSCRIBED:
+                continue
+            if version_at_least(ts.acked_version, version):
+                continue
+            if ts.nack is not None and ts.nack.version == version:
+                return "nack"
+            result = "pending"
+        return result
 
     async def wait_acked(self, version: str | int, nodes: Iterable[str] | None = None,
                          timeout: float = 5.0) -> dict[str, str]:  # noqa: ASYNC109 - API

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -24,7 +24,6 @@ from control_plane.xds.stream import AdsStream, StreamError
 log = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
-_CHANGED = object()  # the node's snapshot changed
 _STOP = object()  # the server is stopping: end the stream cleanly
 _EOF = object()  # the peer closed its side
 
@@ -112,62 +111,59 @@ class AdsServer:
 
     async def _stream(self, request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        """One ADS stream. Requests are handled as they arrive (an ACK costs no task switch);
+        snapshot changes are decided inside set_snapshot; this loop only writes the results."""
         stream_id = next(self._ids)
         if self._stopping:
             return
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._queues[stream_id] = queue
+        outbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._queues[stream_id] = outbox
         stream = AdsStream(stream_id, self.cache, self.callbacks)
-        reader = asyncio.create_task(self._read(request_iterator, queue))
-        unwatch = None
-        change_queued = False
+        unwatch: list[Callable[[], None]] = []
 
         def wake() -> None:
-            nonlocal change_queued
-            if not change_queued:  # coalesce a burst of set_snapshot calls into one pass
-                change_queued = True
-                queue.put_nowait(_CHANGED)
+            try:
+                for response in stream.on_snapshot_change():
+                    outbox.put_nowait(response)
+            except Exception:  # never let one stream break set_snapshot for the others
+                log.exception("ADS stream %d (%s): push failed", stream_id, stream.node)
+                outbox.put_nowait(_EOF)
 
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    first = stream.node is None
+                    for response in stream.on_request(request):
+                        outbox.put_nowait(response)
+                    if first and stream.node is not None:
+                        unwatch.append(self.cache.watch(stream.node, wake))
+                outbox.put_nowait(_EOF)
+            except StreamError as exc:
+                outbox.put_nowait(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the peer went away mid-read
+                log.debug("ADS stream %d (%s) read ended: %r", stream_id, stream.node, exc)
+                outbox.put_nowait(_EOF)
+
+        reader = asyncio.create_task(read())
         try:
             while True:
-                item = await queue.get()
-                if item is _STOP or item is _EOF:
-                    break
-                if isinstance(item, BaseException):
-                    break
-                if item is _CHANGED:
-                    change_queued = False
-                    responses = stream.on_snapshot_change()
+                item = await outbox.get()
+                if type(item) is bytes:
+                    yield item
+                elif isinstance(item, StreamError):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
+                    return
                 else:
-                    first = stream.node is None
-                    try:
-                        responses = stream.on_request(item)
-                    except StreamError as exc:
-                        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-                        return
-                    if first and stream.node is not None:
-                        unwatch = self.cache.watch(stream.node, wake)
-                for response in responses:
-                    yield response
+                    break  # _STOP (server stopping) or _EOF (peer closed)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             self._queues.pop(stream_id, None)
-            if unwatch is not None:
-                unwatch()
+            for stop_watching in unwatch:
+                stop_watching()
             stream.close()
             if not self._queues:
                 self._idle.set()
-
-    @staticmethod
-    async def _read(request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
-                    queue: asyncio.Queue[Any]) -> None:
-        try:
-            async for request in request_iterator:
-                queue.put_nowait(request)
-            queue.put_nowait(_EOF)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # the peer went away mid-read
-            queue.put_nowait(exc)

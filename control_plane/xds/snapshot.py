@@ -89,6 +89,7 @@ class Snapshot:
                 by_name[name] = msg
             self._resources[type_url] = by_name
         self._packed: dict[str, dict[str, any_pb2.Any]] = {}
+        self._errors: list[str] | None = None
         self._payloads: dict[tuple[str, frozenset[str] | None], Payload] = {}
 
     def __repr__(self) -> str:
@@ -122,6 +123,11 @@ class Snapshot:
     # ---- consistency ------------------------------------------------------------------------
     def consistency_errors(self) -> list[str]:
         """Why Envoy would get a dangling reference from this snapshot ([] when consistent)."""
+        if self._errors is None:  # immutable: check once, however many nodes share it
+            self._errors = self._find_errors()
+        return list(self._errors)
+
+    def _find_errors(self) -> list[str]:
         errors = list(self._duplicates)
         clusters = self.clusters
         for cluster in clusters.values():
