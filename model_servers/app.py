@@ -80,7 +80,10 @@ class SlotRefresher:
     async def run(self) -> None:
         while True:
             self._wake.clear()
-            await self.slots.refresh()
+            try:
+                await self.slots.refresh()
+            except Exception:  # a refresher that dies would leave the slots stale forever
+                log.exception("%s slot refresh failed; retrying", self.slots.kind)
             self.rounds += 1
             missing = self.slots.champion.model is None
             timeout = RETRY_LOAD_S if missing else (self.poll_s or None)
@@ -146,12 +149,14 @@ def create_app(kind: str, settings: Settings, *, slots: ModelSlots | None = None
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
     metrics = ServerMetrics(kind)
+    loader: ThreadPoolExecutor | None = None
     if slots is None:
         if kind == HEURISTIC:
             slots = ModelSlots.fixed(HeuristicModel())
         else:
-            slots = ModelSlots(kind, LazyRegistrySource(settings, kind),
-                               executor=ThreadPoolExecutor(1, thread_name_prefix=f"{kind}-loader"))
+            # One loader thread: registry reads and model loads never run concurrently.
+            loader = ThreadPoolExecutor(1, thread_name_prefix=f"{kind}-loader")
+            slots = ModelSlots(kind, LazyRegistrySource(settings, kind), executor=loader)
 
     def on_swap(slot: str, outcome: str, current: str | None, previous: str | None) -> None:
         metrics.swap(slot, outcome)
@@ -208,6 +213,8 @@ def create_app(kind: str, settings: Settings, *, slots: ModelSlots | None = None
             await plog.close()
             if bus is not None:
                 await bus.close()
+            if loader is not None:
+                loader.shutdown(wait=False, cancel_futures=True)
 
     app.cleanup_ctx.append(lifetime)
     return app

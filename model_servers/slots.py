@@ -188,9 +188,10 @@ class ModelSlots:
                     return self._unload(slot, ref, started, previous)
                 slot.last_error = str(exc)
                 raise SlotError(str(exc), 404) from None
-            except MeshError as exc:
-                slot.last_error = str(exc)
-                raise SlotError(str(exc), 503) from None
+            except Exception as exc:  # registry down, ML stack missing: keep serving what we have
+                slot.last_error = str(exc) if isinstance(exc, MeshError) else \
+                    f"cannot reach the registry: {type(exc).__name__}: {exc}"
+                raise SlotError(slot.last_error, 503) from None
             version = str(located.version)
             if version == previous and not force:
                 slot.follows, slot.pinned, slot.last_error = ref, not follows_alias, None

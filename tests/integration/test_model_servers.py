@@ -397,3 +397,55 @@ def test_port_in_use_is_a_clear_error(registry_settings: Settings, tmp_path: Pat
     log = proc.log_path.read_text()
     assert f"cannot listen on {HOST}:{port}" in log and "Traceback" not in log
     assert os.path.exists(proc.log_path)
+
+
+def _mirror_bootstrap(edge: int, admin: int, port: int) -> dict[str, Any]:
+    """An edge Envoy that routes to `port` and mirrors every request to the same `port`."""
+    def cluster(name: str) -> dict[str, Any]:
+        addr = {"socket_address": {"address": HOST, "port_value": port}}
+        return {"name": name, "type": "STATIC", "load_assignment": {
+            "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr}}]}]}}
+
+    route = {"match": {"prefix": "/api/v1/predict"},
+             "route": {"cluster": "xgboost", "request_mirror_policies": [{"cluster": "mirror"}]},
+             "request_headers_to_add": [{"header": {"key": "x-mesh-intended", "value": "xgboost"}}]}
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                    "HttpConnectionManager",
+           "stat_prefix": "edge",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [route]}]},
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    listener = {"name": "edge", "address": {"socket_address": {"address": HOST, "port_value": edge}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                "typed_config": hcm}]}]}
+    clusters = [cluster("xgboost"), cluster("mirror")]
+    return {"static_resources": {"listeners": [listener], "clusters": clusters},
+            "admin": {"address": {"socket_address": {"address": HOST, "port_value": admin}}}}
+
+
+async def test_envoy_mirror_is_scored_by_the_challenger_as_shadow(server: Server, tmp_path: Path) -> None:
+    """Real Envoy mirrors to the *champion* port: only its `-shadow` Host can tell the server."""
+    from data_plane.procs import envoy
+
+    edge, admin = free_port(), free_port()
+    config = tmp_path / "edge.json"
+    config.write_text(json.dumps(_mirror_bootstrap(edge, admin, server.port)))
+    proxy = envoy(config, tmp_path / "envoy.log", base_id=edge, concurrency=1).start()
+    try:
+        proxy.wait_port(HOST, edge, timeout=30)
+        async with aiohttp.ClientSession() as s:
+            status, body = await _post(s, f"http://{HOST}:{edge}/api/v1/predict", SEED_BODY)
+            assert status == 200
+            assert (body["model_version"], body["fallback_reason"]) == ("xgboost_v1", None)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                async with s.get(server.url("/metrics")) as r:
+                    text = await r.text()
+                if 'slot="challenger",status="200"' in text:
+                    break
+                await asyncio.sleep(0.1)
+        assert _metric(text, "model_server_requests_total", 'slot="challenger",status="200"') == 1
+        assert _metric(text, "model_server_requests_total", 'slot="champion",status="200"') == 1
+        assert 'fallback_served_total{kind="xgboost"' not in text  # the mirror is not a fallback
+    finally:
+        proxy.stop()
