@@ -9,9 +9,9 @@ Arms, each measured in the same run against the same upstream process:
 Two measurements per arm, both over keep-alive connections:
 - throughput: ``wrk`` closed loop (``--conns`` connections; a Python closed-loop client when wrk is
   missing) -> rps and the ratio to direct;
-- latency: an open-loop client at a fixed rate (``--rate``) to direct *and* the proxy arm at once,
-  requests interleaved, latency counted from when each request was due (no coordinated omission)
-  -> p50/p99 and what the proxy adds to direct's under the same moment-to-moment noise;
+- latency: the project's load engine (data_plane.load), open loop at a fixed rate (``--rate``) to
+  direct *and* the proxy arm at once, latency counted from each request's intended send time (no
+  coordinated omission) -> p50/p99 and what the proxy adds to direct's under the same noise;
 - CPU time per request of the proxy and upstream processes (robust on a shared machine).
 
 Rounds are interleaved across arms and the median per arm is reported (the machine is shared).
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -32,13 +31,12 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 from bench._report import write_report
+from data_plane.load import LoadEngine, LoadPlan, LoadResult, fixed_payloads
 
 REPO = Path(__file__).resolve().parent.parent
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
@@ -59,7 +57,8 @@ def _upstream_main() -> None:
 
     async def serve() -> None:
         app = web.Application()
-        app.router.add_get("/", handle)
+        app.router.add_get("/", handle)  # wrk
+        app.router.add_post("/", handle)  # the project's load engine posts
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -98,137 +97,41 @@ def _make_proxy(api_url: str, upstream_port: int, noop_toxics: bool) -> int:
 
 # ---- load ----------------------------------------------------------------------------------------
 
-class _Client(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection that knows when a fixed-length response is complete."""
-
-    def __init__(self, on_response: Any) -> None:
-        self.on_response = on_response
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        head_end = self.buf.find(b"\r\n\r\n")
-        if head_end < 0:
-            return
-        match = re.search(rb"(?i)content-length:\s*(\d+)", self.buf[:head_end])
-        total = head_end + 4 + (int(match.group(1)) if match else 0)
-        if len(self.buf) >= total:
-            self.buf = self.buf[total:]
-            self.on_response(self)
-
-    def send(self) -> None:
-        assert self.transport is not None
-        self.transport.write(REQUEST)
+def _run(coro: Any) -> Any:
+    """Run a coroutine on uvloop (the load engine's own preference) or asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
-async def _connect(port: int, count: int, on_response: Any) -> list[_Client]:
-    loop = asyncio.get_running_loop()
-    conns = []
-    for _ in range(count):
-        _, proto = await loop.create_connection(lambda: _Client(on_response), "127.0.0.1", port)
-        conns.append(proto)
-    return conns
+def _checked(result: LoadResult) -> LoadResult:
+    if result.errors or result.not_sent or result.ok < result.sent:
+        raise RuntimeError(f"load run against {result.url} failed: {result.to_dict()}")
+    return result
 
 
-class _Target:
-    """One side of a paired open-loop run: its connections, queue and latencies."""
+async def _paired_open_loop(ports: list[int], args: argparse.Namespace) -> list[LoadResult]:
+    """The project's load engine, open loop at `args.rate` to every port at once.
 
-    def __init__(self) -> None:
-        self.idle: deque[_Client] = deque()
-        self.waiting: deque[float] = deque()  # due times of requests with no free connection yet
-        self.in_flight: dict[_Client, float] = {}
-        self.latencies: list[float] = []
-
-    def submit(self, due: float) -> None:
-        if self.idle:
-            self.dispatch(self.idle.popleft(), due)
-        else:
-            self.waiting.append(due)
-
-    def dispatch(self, client: _Client, due: float) -> None:
-        self.in_flight[client] = due
-        client.send()
-
-    def percentiles(self) -> dict[str, float]:
-        lat = sorted(self.latencies)
-
-        def pct(q: float) -> float:
-            return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000
-
-        return {"p50_ms": pct(0.50), "p99_ms": pct(0.99), "p999_ms": pct(0.999)}
-
-
-async def open_loop(ports: list[int], rate: float, seconds: float, conns: int) -> list[dict[str, float]]:
-    """Latency at `rate` req/s to each port, requests interleaved so every port sees the same moment.
-
-    Pairing direct with a proxy in one run makes their difference meaningful on a noisy machine.
-    Latency runs from when a request was due, so a request that waits for a free connection
-    counts its wait (no coordinated omission).
+    Running direct and a proxy in the same moments makes their difference meaningful on a noisy
+    machine; latency counts from each request's intended send time (no coordinated omission).
     """
-    loop = asyncio.get_running_loop()
-    targets = [_Target() for _ in ports]
-    total = int(rate * seconds) * len(ports)
-    answered = 0
-    drained = asyncio.Event()
-
-    def responder(target: _Target) -> Any:
-        def on_response(client: _Client) -> None:
-            nonlocal answered
-            target.latencies.append(loop.time() - target.in_flight.pop(client))
-            answered += 1
-            if answered == total:
-                drained.set()
-            if target.waiting:
-                target.dispatch(client, target.waiting.popleft())
-            else:
-                target.idle.append(client)
-        return on_response
-
-    for target, port in zip(targets, ports, strict=True):
-        target.idle.extend(await _connect(port, conns, responder(target)))
-    start, issued = loop.time(), 0
-    while issued < total:
-        now = loop.time()
-        due = min(total, int((now - start) * rate * len(ports)) + 1)
-        for i in range(issued, due):
-            targets[i % len(targets)].submit(now)
-        issued = due
-        await asyncio.sleep(0.0005)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(drained.wait(), 5)
-    for target in targets:
-        for client in list(target.idle) + list(target.in_flight):
-            assert client.transport is not None
-            client.transport.close()
-    if answered < total:
-        raise RuntimeError(f"open loop: {total - answered} of {total} requests got no answer")
-    return [t.percentiles() for t in targets]
+    payloads = fixed_payloads([b"{}"])
+    engines = [LoadEngine(LoadPlan(url=f"http://127.0.0.1:{port}/", rate=args.rate, duration=args.seconds,
+                                   max_outstanding=args.ol_conns, transport="http1"), payloads)
+               for port in ports]
+    return list(await asyncio.gather(*(engine.run() for engine in engines)))
 
 
-async def closed_loop_python(port: int, seconds: float, conns: int) -> dict[str, float]:
-    """Fallback throughput driver when wrk is not installed (it saturates sooner than wrk)."""
-    done = 0
-    stop_at = asyncio.get_running_loop().time() + seconds
-
-    def on_response(client: _Client) -> None:
-        nonlocal done
-        done += 1
-        if asyncio.get_running_loop().time() < stop_at:
-            client.send()
-
-    clients = await _connect(port, conns, on_response)
-    started = time.monotonic()
-    for client in clients:
-        client.send()
-    await asyncio.sleep(seconds + 0.2)
-    for client in clients:
-        assert client.transport is not None
-        client.transport.close()
-    return {"rps": done / (time.monotonic() - started), "requests": done}
+def closed_loop(port: int, args: argparse.Namespace) -> dict[str, float]:
+    """Throughput with the project's load engine, when wrk is not installed (saturates sooner)."""
+    plan = LoadPlan(url=f"http://127.0.0.1:{port}/", concurrency=args.conns, duration=args.seconds,
+                    transport="http1")
+    result = _checked(_run(LoadEngine(plan, fixed_payloads([b"{}"])).run()))
+    return {"rps": result.achieved_rps, "requests": result.responses}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -261,10 +164,7 @@ def wrk(port: int, seconds: float, conns: int) -> dict[str, float]:
 def throughput(port: int, pids: dict[str, int], args: argparse.Namespace) -> dict[str, float]:
     """Closed-loop rps, with the CPU time per request of each process in `pids`."""
     cpu_before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-    if shutil.which("wrk"):
-        result = wrk(port, args.seconds, args.conns)
-    else:
-        result = asyncio.run(closed_loop_python(port, args.seconds, args.conns))
+    result = wrk(port, args.seconds, args.conns) if shutil.which("wrk") else closed_loop(port, args)
     for role, pid in pids.items():
         result[f"{role}_cpu_us_per_req"] = (cpu_seconds(pid) - cpu_before[role]) / result["requests"] * 1e6
     return result
@@ -272,10 +172,10 @@ def throughput(port: int, pids: dict[str, int], args: argparse.Namespace) -> dic
 
 def latency(direct: int, proxied: int, args: argparse.Namespace) -> dict[str, float]:
     """Open-loop latency of a proxy arm and of direct, measured together; `added_*` is the difference."""
-    base, arm = asyncio.run(open_loop([direct, proxied], args.rate, args.seconds, args.ol_conns))
-    return {**arm, "direct_p50_ms": base["p50_ms"], "direct_p99_ms": base["p99_ms"],
-            "direct_p999_ms": base["p999_ms"],
-            "added_p50_ms": arm["p50_ms"] - base["p50_ms"], "added_p99_ms": arm["p99_ms"] - base["p99_ms"]}
+    base, arm = (_checked(r).latency_ms for r in _run(_paired_open_loop([direct, proxied], args)))
+    return {"p50_ms": arm["p50"], "p99_ms": arm["p99"], "p999_ms": arm["p99.9"],
+            "direct_p50_ms": base["p50"], "direct_p99_ms": base["p99"], "direct_p999_ms": base["p99.9"],
+            "added_p50_ms": arm["p50"] - base["p50"], "added_p99_ms": arm["p99"] - base["p99"]}
 
 
 def _row(arm: str, m: dict[str, float], base: dict[str, float]) -> dict[str, Any]:
@@ -339,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     base.update({k: proxy[f"direct_{k}"] for k in ("p50_ms", "p99_ms", "p999_ms")})
     rows = [_row(arm, m, base) for arm, m in med.items()]
     notes = {
-        "driver": "wrk -t1 closed loop" if shutil.which("wrk") else "python closed loop (wrk not found)",
-        "open_loop": f"{args.rate:.0f} req/s each to direct and one proxy arm at once (interleaved), "
-                     f"{args.seconds:.0f} s, {args.ol_conns} keep-alive conns each; added = arm - direct",
+        "driver": "wrk -t1 closed loop" if shutil.which("wrk") else "data_plane.load closed loop (no wrk)",
+        "open_loop": f"data_plane.load engine, {args.rate:.0f} req/s each to direct and one proxy arm at "
+                     f"once, {args.seconds:.0f} s, <= {args.ol_conns} keep-alive conns each; "
+                     "added = arm - direct",
         "rounds": args.rounds,
         "load_avg_1m": f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after ({os.cpu_count()} CPUs): "
                        "tails above ~1 ms are scheduling noise when this exceeds the CPU count",
