@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 from typing import Any
 
@@ -77,7 +78,9 @@ class Proxy:
             self._server = await loop.create_server(
                 lambda: Connection(self).client, host, port, reuse_address=True, backlog=1024)
         except OSError as exc:
-            raise ProxyStartError(f"listen tcp {format_addr(host, port)}: {exc.strerror or exc}") from None
+            # Go's wording, e.g. "listen tcp 127.0.0.1:8474: bind: address already in use".
+            reason = f"bind: {os.strerror(exc.errno).lower()}" if exc.errno else str(exc)
+            raise ProxyStartError(f"listen tcp {format_addr(host, port)}: {reason}") from None
         bound = self._server.sockets[0].getsockname()
         self.listen = format_addr(bound[0], bound[1])
         self.enabled = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 
 import pytest
 
@@ -306,6 +307,29 @@ def test_populate_checks_every_entry_before_creating_any(api, target, upstreams)
     assert api.get("/proxies/conf_pop_ok").status == 404
     reply = api.post("/populate", {"name": "not-a-list"})
     assert reply.status == 400 and error(reply)["error"].startswith("bad request body")
+
+
+def test_populate_stops_at_a_proxy_that_cannot_listen_and_reports_what_it_did(api, target, upstreams):
+    if target.ports is not None:
+        pytest.skip("a port busy on this host is not busy inside a port-mapped container")
+    echo = f"{target.upstream_host}:{upstreams.ports['echo']}"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        try:
+            reply = api.post("/populate", [
+                {"name": "conf_pop_first", "listen": target.listen(), "upstream": echo},
+                {"name": "conf_pop_busy", "listen": taken, "upstream": echo}])
+            assert reply.status == 500
+            body = error(reply)
+            assert list(body) == ["error", "status", "proxies"]
+            assert body["error"] == f"listen tcp {taken}: bind: address already in use"
+            assert body["status"] == 500
+            assert [p["name"] for p in body["proxies"]] == ["conf_pop_first"]
+            assert api.get("/proxies/conf_pop_busy").status == 404
+        finally:
+            api.delete("/proxies/conf_pop_first")
 
 
 def test_reset_reenables_proxies_and_drops_toxics(api, make_proxy, target):
