@@ -168,11 +168,12 @@ def up(settings: Settings, only: list[str] | None = None, skip: list[str] | None
     save_records(settings, records)
     started: list[str] = []
     try:
-        for spec in plan:
-            records[spec.name] = _start(settings, spec, out)
-            started.append(spec.name)
-            save_records(settings, records)
-            _wait_ready(settings, spec, records[spec.name], out)
+        for stage in _stages(plan):
+            for spec in stage:  # a stage starts together and must be ready before the next one
+                records[spec.name] = _start(settings, spec, out)
+                started.append(spec.name)
+                save_records(settings, records)
+            _wait_ready(stage, records, out)
     except BaseException:
         out("  startup failed: stopping what this run started")
         _stop(settings, [records[n] for n in reversed(started)], out=out)
@@ -196,22 +197,32 @@ def _start(settings: Settings, spec: ServiceSpec, out: Print) -> ServiceRecord:
                          probes=spec.probes(settings), log=str(log_path), started_at=time.time())
 
 
-def _wait_ready(settings: Settings, spec: ServiceSpec, rec: ServiceRecord, out: Print) -> None:
+def _stages(plan: list[ServiceSpec]) -> list[list[ServiceSpec]]:
+    stages: dict[int, list[ServiceSpec]] = {}
+    for spec in plan:
+        stages.setdefault(spec.stage, []).append(spec)
+    return [stages[k] for k in sorted(stages)]
+
+
+def _wait_ready(stage: list[ServiceSpec], records: dict[str, ServiceRecord], out: Print) -> None:
+    """Poll every service of a stage until all its probes pass; one progress line per service."""
     t0 = time.monotonic()
-    deadline = t0 + spec.ready_timeout
-    pending = list(rec.probes)
-    while pending:
-        if not process_alive(rec.pid, rec.start_ticks):
-            raise MeshError(f"{spec.name} exited during startup; log {rec.log}:\n{_tail(rec.log)}")
-        pending = [p for p in pending if not probe(p)]
-        if not pending:
-            break
-        if time.monotonic() > deadline:
-            raise MeshError(f"{spec.name} was not ready within {spec.ready_timeout:.0f}s "
-                            f"(waiting for {', '.join(pending)}); log {rec.log}:\n{_tail(rec.log)}")
-        time.sleep(0.1)
-    ports = " ".join(f"{k}={v}" for k, v in rec.ports.items())
-    out(f"  {spec.name:<18} ready in {time.monotonic() - t0:4.1f}s  pid {rec.pid:<7} {ports}")
+    waiting = {spec.name: (spec, list(records[spec.name].probes)) for spec in stage}
+    while waiting:
+        for name, (spec, pending) in list(waiting.items()):
+            rec = records[name]
+            if not process_alive(rec.pid, rec.start_ticks):
+                raise MeshError(f"{name} exited during startup; log {rec.log}:\n{_tail(rec.log)}")
+            pending[:] = [p for p in pending if not probe(p)]
+            if not pending:
+                del waiting[name]
+                ports = " ".join(f"{k}={v}" for k, v in rec.ports.items())
+                out(f"  {name:<18} ready in {time.monotonic() - t0:4.1f}s  pid {rec.pid:<7} {ports}")
+            elif time.monotonic() - t0 > spec.ready_timeout:
+                raise MeshError(f"{name} was not ready within {spec.ready_timeout:.0f}s (waiting for "
+                                f"{', '.join(pending)}); log {rec.log}:\n{_tail(rec.log)}")
+        if waiting:
+            time.sleep(0.1)
 
 
 def _tail(path: str, lines: int = 20) -> str:

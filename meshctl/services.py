@@ -1,8 +1,9 @@
 """The service table of `meshctl up`: what runs, in which order, on which ports, when it is ready.
 
 Adding a process to the mesh is one `ServiceSpec` entry here: a name, an argv factory, the `Ports`
-fields it listens on (so a clash names `MESH_PORT_<FIELD>`), readiness probes and an `enabled()`
-predicate (e.g. "its code exists and a model is registered").
+fields it listens on (so a clash names `MESH_PORT_<FIELD>`), readiness probes, an `enabled()`
+predicate (e.g. "its code exists and a model is registered") and a `stage`: services of one stage
+start together (model servers load in parallel); the next stage waits until all are ready.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ class ServiceSpec:
     disabled_hint: str = ""  # printed when enabled() is False: what to do to get it
     prepare: Callable[[Settings], None] | None = None  # e.g. render a bootstrap before start
     ready_timeout: float = 30.0
+    # Services of one stage start together; a stage starts once the one before it is ready.
+    stage: int = 0
     python: bool = field(default=False)  # a `python -m` service: runs from the repo root
 
 
@@ -126,7 +129,7 @@ def _model_server(kind: str) -> ServiceSpec:
     return ServiceSpec(
         name=kind, argv=_model_server_argv(kind), ports=ports, python=True,
         probes=lambda s: [_http(s, getattr(s.ports, kind), "/ready")],
-        enabled=_model_server_enabled(kind), ready_timeout=90.0,
+        enabled=_model_server_enabled(kind), ready_timeout=90.0, stage=3,
         disabled_hint=("model_servers is not installed yet" if kind == "heuristic"
                        else f"no champion of fraud-{kind} registered: run `meshctl train`"))
 
@@ -140,7 +143,7 @@ def _sidecar(kind: str) -> ServiceSpec:
         name=node, argv=_envoy_argv(node, concurrency=1), ports=(*listeners, admin),
         probes=lambda s: [_http(s, getattr(s.ports, admin), "/ready"),
                           f"tcp://{s.host}:{getattr(s.ports, listeners[0])}"],
-        enabled=_sidecar_enabled(kind), prepare=_render_bootstrap("sidecar", node, admin),
+        enabled=_sidecar_enabled(kind), prepare=_render_bootstrap("sidecar", node, admin), stage=3,
         disabled_hint=f"runs with the {kind} model server (MESH_SIDECARS=0 turns sidecars off)")
 
 
@@ -150,12 +153,12 @@ SERVICES: list[ServiceSpec] = [
         probes=lambda s: [_http(s, s.ports.nats_monitor, "/healthz?js-enabled-only=true"),
                           f"tcp://{s.host}:{s.ports.nats}"]),
     ServiceSpec(
-        name="control-plane", argv=_control_plane_argv, ports=("ads", "operator"), python=True,
+        name="control-plane", argv=_control_plane_argv, ports=("ads", "operator"), python=True, stage=1,
         probes=lambda s: [_http(s, s.ports.operator, "/health"), f"tcp://{s.host}:{s.ports.ads}"],
         enabled=xds_core_available,
         disabled_hint="control_plane.xds is not installed yet"),
     ServiceSpec(
-        name="edge", argv=_envoy_argv("edge", concurrency=2), ports=("edge", "edge_admin"),
+        name="edge", argv=_envoy_argv("edge", concurrency=2), ports=("edge", "edge_admin"), stage=2,
         probes=lambda s: [_http(s, s.ports.edge_admin, "/ready"), f"tcp://{s.host}:{s.ports.edge}"],
         enabled=xds_core_available,
         prepare=_render_bootstrap("edge", "edge", "edge_admin"),
