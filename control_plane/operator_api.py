@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTROL_PLANE = web.AppKey("control_plane", "ControlPlane")
+CONTROL_PLANE: web.AppKey[ControlPlane] = web.AppKey("control_plane")
 TOKEN = web.AppKey("operator_token", str)
 MAX_BODY = 64 * 1024
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
