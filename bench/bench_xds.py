@@ -25,10 +25,12 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from bench import grpc_floor
 from bench._report import write_report
 from control_plane.intent import RoutingIntent
 from control_plane.topology import Topology
 from control_plane.xds import AdsServer, BuildOptions, SnapshotCache, build_snapshots, render_bootstrap
+from control_plane.xds.resources import ROUTE
 from data_plane.netutil import free_port
 from data_plane.procs import ManagedProcess, envoy
 from data_plane.settings import REPO_ROOT, Ports, Settings
@@ -208,12 +210,18 @@ async def run(args: argparse.Namespace) -> None:
     if not args.skip_envoy:
         with tempfile.TemporaryDirectory(prefix="bench-xds-") as tmp:
             rows += await bench_envoys(args.pushes, Path(tmp))
-    rows += await bench_fleet(args.streams, args.procs, args.pushes,
+    fleet = await bench_fleet(args.streams, args.procs, args.pushes,
                               f"b: {args.streams} simulated ({args.procs} procs)")
+    rds = build_snapshots(RoutingIntent(), _free_topology(), 1)["edge"].payload(ROUTE).body
+    floor = {"scenario": f"floor: bare grpc.aio echo ({args.procs} procs)", "push": "1 message",
+             "streams": args.streams, **await grpc_floor.measure(args.streams, args.procs, args.pushes, rds)}
+    rows += [*fleet, floor]
     reference = {r["push"]: r["p99_push_ack_ms"] for r in rows[:2]}
-    for r in rows:  # the machine is shared and noisy: ratios to the same-run reference travel better
+    for r in rows:  # the machine is shared and noisy: ratios to same-run references travel better
         if reference.get(r["push"]) and r["p99_push_ack_ms"] is not None:
             r["p99_vs_1_client"] = r["p99_push_ack_ms"] / reference[r["push"]]
+    fleet[0]["cpu_vs_grpc_floor"] = fleet[0]["cpu_ms_per_push"] / floor["cpu_ms_per_push"]
+    fleet[0]["p99_vs_grpc_floor"] = fleet[0]["p99_push_ack_ms"] / floor["p99_push_ack_ms"]
     write_report("xds", rows, {
         "push->ACK": "per response: the server sent it -> the ACK with its nonce arrived (ms)",
         "all_acked": "set_snapshot on every node -> wait_acked saw every node ACK (ms)",
@@ -221,6 +229,7 @@ async def run(args: argparse.Namespace) -> None:
         "cold_sync_ms": "client processes spawned -> every stream ACKed its first full config",
         "weights push": "RDS to the edge only; sidecars' content unchanged, so nothing sent to them",
         "full push": "clusters, endpoints, listeners and routes all change for every node",
+        "floor": "the same streams and message size with no xDS logic: what grpc.aio itself costs here",
         "goals": "p99 push->ACK: 4 real Envoys <= 10 ms (floor 50), 1,000 streams <= 100 ms (floor 250)",
         "mode": "quick" if args.quick else "full",
     })

@@ -15,6 +15,7 @@ from envoy.type.v3 import percent_pb2
 
 from control_plane.intent import MODELS, RoutingIntent
 from control_plane.xds.clusters import BuildOptions
+from control_plane.xds.fallback import CUSTOM_RESPONSE_FILTER, custom_response_filter
 from control_plane.xds.resources import pack, seconds, u32
 
 EDGE_ROUTE_CONFIG = "edge-routes"
@@ -156,9 +157,11 @@ def _post(path: str) -> rc.RouteMatch:
         name=":method", string_match=string_pb2.StringMatcher(exact="POST"))])
 
 
-def _buffer_limit(max_bytes: int) -> dict[str, object]:
-    return {BUFFER_FILTER: pack(buffer_pb2.BufferPerRoute(
-        buffer=buffer_pb2.Buffer(max_request_bytes=u32(max_bytes))))}
+def _predict_filters(max_bytes: int) -> dict[str, object]:
+    """Per-route filter config: the body cap, and the conservative default for upstream failures."""
+    cap = buffer_pb2.BufferPerRoute(buffer=buffer_pb2.Buffer(max_request_bytes=u32(max_bytes)))
+    return {BUFFER_FILTER: pack(cap),
+            CUSTOM_RESPONSE_FILTER: pack(custom_response_filter(enabled=True))}
 
 
 def predict_routes(intent: RoutingIntent, opts: BuildOptions) -> list[rc.Route]:
@@ -166,10 +169,10 @@ def predict_routes(intent: RoutingIntent, opts: BuildOptions) -> list[rc.Route]:
     batch = rc.Route(name="predict-batch", match=_post(BATCH_PATH),
                      route=predict_action(intent, opts.batch_per_try_timeout_s,
                                           opts.batch_route_timeout_s, opts),
-                     typed_per_filter_config=_buffer_limit(opts.batch_max_body))
+                     typed_per_filter_config=_predict_filters(opts.batch_max_body))
     single = rc.Route(name="predict", match=_post(PREDICT_PATH),
                       route=predict_action(intent, opts.per_try_timeout_s, opts.route_timeout_s, opts),
-                      typed_per_filter_config=_buffer_limit(opts.predict_max_body))
+                      typed_per_filter_config=_predict_filters(opts.predict_max_body))
     return [batch, single]
 
 

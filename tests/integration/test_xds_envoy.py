@@ -56,6 +56,7 @@ class Upstream:
     name: str
     port: int
     delay: float = 0.0
+    status: int = 200
     hits: Counter[str] = field(default_factory=Counter)  # by Host header suffix: "" or "-shadow"
     runner: web.AppRunner | None = None
     last_host: str = ""
@@ -68,7 +69,7 @@ class Upstream:
         if self.delay:
             await asyncio.sleep(self.delay)
         return web.json_response({"routed_to": self.name, "intended": request.headers.get("x-mesh-intended"),
-                                  "path": request.path})
+                                  "path": request.path}, status=self.status)
 
     async def start(self) -> None:
         app = web.Application(client_max_size=4 * 1024 * 1024)
@@ -390,6 +391,36 @@ async def test_traffic_survives_ads_down_and_envoy_takes_a_new_servers_version(
 
 
 # ---- failover (destructive: last) ------------------------------------------------------------------
+def assert_conservative_default(code: int, headers: CIMultiDict, body: Any) -> None:
+    assert code == 200 and headers.get("content-type") == "application/json", (code, headers, body)
+    assert set(body) == SEED_FIELDS
+    assert body | {"latency_ms": 0} == {
+        "fraud_probability": 1.0, "is_fraud": True, "model_version": "conservative_default",
+        "model_type": "conservative_default", "latency_ms": 0, "routed_to": "edge",
+        "fallback_reason": "all_services_unavailable"}
+    assert isinstance(body["latency_ms"], int | float) and body["latency_ms"] >= 0
+
+
+async def test_every_tier_answering_503_gives_the_conservative_default(mesh: Mesh) -> None:
+    # What the edge sees when sidecars are up but their model servers are down: each tier's
+    # sidecar answers 503 itself. One request only, so no host is ejected.
+    await mesh.publish_acked(RoutingIntent(weights={"xgboost": 1.0}, sticky=False))
+    tiers = ("xgboost", "pytorch", "heuristic")
+    before = {t: mesh.upstreams[t].hits[""] for t in tiers}
+    for t in (*tiers, "operator"):
+        mesh.upstreams[t].status = 503
+    try:
+        assert_conservative_default(*await mesh.predict())
+        assert all(mesh.upstreams[t].hits[""] > before[t] for t in tiers)  # every tier was tried
+        async with mesh.session.get(mesh.edge_url + "/health") as r:
+            assert r.status == 503  # only the predict routes get the conservative default
+    finally:
+        for t in (*tiers, "operator"):
+            mesh.upstreams[t].status = 200
+    code, _, body = await mesh.predict()
+    assert code == 200 and body["routed_to"] == "xgboost"
+
+
 async def test_killed_primary_fails_over_to_next_tier_without_errors(mesh: Mesh) -> None:
     await mesh.publish_acked(RoutingIntent(weights={"xgboost": 1.0}, sticky=False))
     await mesh.upstreams["xgboost"].stop()
@@ -406,14 +437,7 @@ async def test_all_upstreams_down_gives_the_conservative_default(mesh: Mesh) -> 
         await mesh.upstreams[name].stop()
     try:
         for path in ("/api/v1/predict", "/api/v1/predict/batch"):
-            code, headers, body = await mesh.predict(path=path)
-            assert code == 200 and headers.get("content-type") == "application/json", (code, headers, body)
-            assert set(body) == SEED_FIELDS
-            assert body | {"latency_ms": 0} == {
-                "fraud_probability": 1.0, "is_fraud": True, "model_version": "conservative_default",
-                "model_type": "conservative_default", "latency_ms": 0, "routed_to": "edge",
-                "fallback_reason": "all_services_unavailable"}
-            assert isinstance(body["latency_ms"], int | float) and body["latency_ms"] >= 0
+            assert_conservative_default(*await mesh.predict(path=path))
         async with mesh.session.get(mesh.edge_url + "/health") as r:
             assert r.status == 200  # the operator route is unaffected
     finally:

@@ -175,6 +175,28 @@ def test_conservative_default_and_body_limits_on_the_edge_listener() -> None:
     assert unpack(batch, buffer_pb2.BufferPerRoute).buffer.max_request_bytes.value == 1024 * 1024
 
 
+def test_predict_routes_turn_upstream_failures_into_the_default() -> None:
+    from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
+    from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
+
+    hcm = http_connection_manager(edge().listeners["edge"])
+    assert hcm is not None
+    names = [f.name for f in hcm.http_filters]
+    assert names == ["envoy.filters.http.buffer", "envoy.filters.http.custom_response",
+                     "envoy.filters.http.router"]
+    listener_level = unpack(hcm.http_filters[1].typed_config, custom_response_pb2.CustomResponse)
+    assert not listener_level.HasField("custom_response_matcher")  # a no-op off the predict routes
+    for name in ("predict", "predict-batch"):
+        per_route = unpack(predict_route(edge(), name).typed_per_filter_config[
+            "envoy.filters.http.custom_response"], custom_response_pb2.CustomResponse)
+        (field,) = per_route.custom_response_matcher.matcher_list.matchers
+        codes = [p.single_predicate.value_match.exact for p in field.predicate.or_matcher.predicate]
+        assert codes == ["502", "503", "504"]
+        policy = unpack(field.on_match.action.typed_config, local_response_policy_pb2.LocalResponsePolicy)
+        assert policy.status_code.value == 200
+        assert set(policy.body_format.json_format.fields) == SEED_FIELDS
+
+
 def test_everything_else_goes_to_the_operator() -> None:
     routes = edge().routes["edge-routes"].virtual_hosts[0].routes
     assert routes[-1].match.prefix == "/" and routes[-1].route.cluster == "operator"
