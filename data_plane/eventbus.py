@@ -96,11 +96,12 @@ class EventBus:
             await nc.flush(timeout=1)
 
     async def close(self) -> None:
-        for task in (self._task, self._connect_task):
-            if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # nats-py's connect() can swallow a cancel, so never await a cancelled task unbounded.
+        tasks = [t for t in (self._task, self._connect_task) if t]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2.0)
         with contextlib.suppress(Exception):
             await self.flush()
         if self._nc is not None:

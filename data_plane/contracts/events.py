@@ -138,7 +138,7 @@ class Decision(Event, kw_only=True):
     """A ledger entry: what was done, why, on which evidence, and what Envoy made of it."""
 
     seq: int = 0
-    actor: str  # reconciler | canary | operator | retrain | chaos
+    actor: str  # reconciler | canary | operator | retrain | chaos | control_plane | envoy
     action: str
     rule: str
     reason: str
