@@ -21,6 +21,14 @@ def template_path(role: str) -> Path:
     return TEMPLATE_DIR / f"{role}.yaml"
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _check_port(name: str, port: int) -> None:
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ConfigError(f"{name}={port!r} is not a port number (1-65535)")
@@ -30,21 +38,21 @@ def render_bootstrap(role: str, node_id: str, admin_port: int, ads_host: str, ad
                      out_path: Path, admin_host: str = "127.0.0.1") -> Path:
     """Write the bootstrap of node `node_id` to `out_path` and return it.
 
-    The node's cluster is its role; admin listens on 127.0.0.1; the `xds` cluster speaks HTTP/2
-    to the ADS server at ads_host:ads_port (an IP address, as the static cluster needs one).
+    The node's cluster is its role; admin listens on `admin_host` (127.0.0.1; an IP address);
+    the `xds` cluster speaks HTTP/2 to the ADS server at ads_host:ads_port. `ads_host` may be a
+    host name (e.g. a compose service), which makes the `xds` cluster STRICT_DNS.
     """
     if not node_id or any(c.isspace() for c in node_id) or ":" in node_id:
         raise ConfigError(f"node id {node_id!r} must be a non-empty word (e.g. edge, sidecar-xgboost)")
     _check_port("admin_port", admin_port)
     _check_port("ads_port", ads_port)
-    for field, host in (("ads_host", ads_host), ("admin_host", admin_host)):
-        try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            raise ConfigError(f"{field}={host!r} must be an IP address such as 127.0.0.1") from None
+    if not _is_ip(admin_host):
+        raise ConfigError(f"admin_host={admin_host!r} must be an IP address such as 127.0.0.1")
+    if not ads_host or not all(c.isalnum() or c in ".-_:" for c in ads_host):
+        raise ConfigError(f"ads_host={ads_host!r} must be an IP address or a host name")
     text = Template(template_path(role).read_text()).substitute(
         node_id=node_id, node_cluster=role, admin_host=admin_host, admin_port=admin_port,
-        ads_host=ads_host, ads_port=ads_port)
+        ads_host=ads_host, ads_port=ads_port, xds_cluster_type="STATIC" if _is_ip(ads_host) else "STRICT_DNS")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")

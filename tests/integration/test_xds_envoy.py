@@ -11,6 +11,9 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -40,6 +43,7 @@ from control_plane.xds import (
 from control_plane.xds.resources import CLUSTER, ROUTE
 from data_plane.netutil import free_port
 from data_plane.procs import ManagedProcess, envoy
+from data_plane.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -153,12 +157,20 @@ class Mesh:
                 payload = text
             return r.status, CIMultiDict(r.headers), payload
 
-    async def burst(self, n: int, concurrency: int = 24, **kw: Any) -> list[tuple[int, dict, Any]]:
+    async def burst(self, n: int, concurrency: int = 24, after: tuple[int, asyncio.Event] | None = None,
+                    **kw: Any) -> list[tuple[int, dict, Any]]:
+        """`n` predictions, `concurrency` at a time; sets after[1] once after[0] have completed."""
         sem = asyncio.Semaphore(concurrency)
+        done = 0
 
         async def one() -> tuple[int, dict, Any]:
+            nonlocal done
             async with sem:
-                return await self.predict(**kw)
+                result = await self.predict(**kw)
+                done += 1
+                if after is not None and done >= after[0]:
+                    after[1].set()
+                return result
 
         return await asyncio.gather(*(one() for _ in range(n)))
 
@@ -225,6 +237,11 @@ async def test_rendered_bootstraps_pass_envoy_validate(tmp_path: Path) -> None:
         text = path.read_text()
         assert f"id: {node}" in text and "resource_api_version: V3" in text
         assert "OK" in validate_bootstrap(path)
+    # A compose-style bootstrap: the control plane by service name, admin reachable in the container.
+    dns = render_bootstrap("edge", "edge", 9901, "control-plane", 18000, tmp_path / "compose.yaml",
+                           admin_host="0.0.0.0")
+    assert "type: STRICT_DNS" in dns.read_text()
+    assert "OK" in validate_bootstrap(dns)
 
 
 # ---- first contact --------------------------------------------------------------------------------
@@ -421,15 +438,28 @@ async def test_every_tier_answering_503_gives_the_conservative_default(mesh: Mes
     assert code == 200 and body["routed_to"] == "xgboost"
 
 
-async def test_killed_primary_fails_over_to_next_tier_without_errors(mesh: Mesh) -> None:
+async def test_primary_killed_under_load_fails_over_without_errors(mesh: Mesh) -> None:
     await mesh.publish_acked(RoutingIntent(weights={"xgboost": 1.0}, sticky=False))
-    await mesh.upstreams["xgboost"].stop()
+    xgb = mesh.upstreams["xgboost"]
+    await xgb.stop()  # hand its port to a separate process that can be SIGKILLed
+    proc = ManagedProcess("upstream:xgboost", [sys.executable, "-m", "tests.integration.xds_upstream",
+                                               "--name", "xgboost", "--port", str(xgb.port)],
+                          Path(tempfile.gettempdir()) / f"xds-upstream-{os.getpid()}.log", cwd=REPO_ROOT)
+    proc.start()
     try:
-        results = await mesh.burst(400, concurrency=50)
+        await asyncio.to_thread(proc.wait_port, "127.0.0.1", xgb.port, 20.0)
+        quarter = asyncio.Event()
+        load = asyncio.create_task(mesh.burst(800, concurrency=50, after=(200, quarter)))
+        await quarter.wait()  # mid-load: 50 requests in flight lose their connections
+        proc.signal(signal.SIGKILL)
+        results = await load
         assert [code for code, _, _ in results if code != 200] == []
-        assert {(body["routed_to"], body["intended"]) for _, _, body in results} == {("pytorch", "xgboost")}
+        served = Counter((body["routed_to"], body["intended"]) for _, _, body in results)
+        assert set(served) <= {("xgboost", "xgboost"), ("pytorch", "xgboost")}, served
+        assert served[("pytorch", "xgboost")] > 0 and served[("xgboost", "xgboost")] > 0, served
     finally:
-        await mesh.upstreams["xgboost"].start()
+        proc.stop()
+        await xgb.start()
 
 
 async def test_all_upstreams_down_gives_the_conservative_default(mesh: Mesh) -> None:
