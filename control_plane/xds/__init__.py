@@ -28,7 +28,20 @@ control plane's version that was sent (for a NACK: the rejected one, not Envoy's
 
 A type whose content did not change between versions is not re-sent; the node counts as
 running the new version for it (its `acked` moves on), so wait_acked works per version.
+Content a node NACKed is never re-sent to it (a newer version with different content is).
 Delta xDS is not served (Envoy gets UNIMPLEMENTED); bootstraps use state-of-the-world ADS.
+
+Threading: call the cache and server from the event loop that runs the server (set_snapshot
+decides each open stream's pushes synchronously; the streams then write them).
+
+Edge behaviour worth knowing (details in builders.py, fallback.py, routes.py):
+- Predict bodies above 64 KiB (batch: 1 MiB) get 413 from the edge.
+- When no tier answers, the predict routes return 200 with the conservative default; this covers
+  Envoy's own failures (local_reply_config) and a last tier's own 502/503/504 (custom response).
+- A mirrored request's Host gets "-shadow" before the port: `127.0.0.1-shadow:8000`.
+- Sticky split: with `intent.sticky`, the hash of the `card-id` header picks the weighted cluster
+  (requests without it are split at random); the body's `card_id` is not looked at by Envoy.
+- render_bootstrap accepts a host name for ads_host (compose: `control-plane`), admin_host="0.0.0.0".
 """
 
 from control_plane.xds.bootstrap import render_bootstrap, validate_bootstrap

@@ -129,14 +129,24 @@ class AdsServer:
                 log.exception("ADS stream %d (%s): push failed", stream_id, stream.node)
                 outbox.put_nowait(_EOF)
 
+        def handle(request: discovery_pb2.DiscoveryRequest) -> None:
+            first = stream.node is None
+            for response in stream.on_request(request):
+                outbox.put_nowait(response)
+            if first and stream.node is not None:
+                unwatch.append(self.cache.watch(stream.node, wake))
+
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    first = stream.node is None
-                    for response in stream.on_request(request):
-                        outbox.put_nowait(response)
-                    if first and stream.node is not None:
-                        unwatch.append(self.cache.watch(stream.node, wake))
+                    try:
+                        handle(request)
+                    except StreamError:
+                        raise
+                    except Exception:  # a bug here must end this stream, loudly, not the server
+                        log.exception("ADS stream %d (%s): request failed", stream_id, stream.node)
+                        outbox.put_nowait(_EOF)
+                        return
                 outbox.put_nowait(_EOF)
             except StreamError as exc:
                 outbox.put_nowait(exc)
