@@ -30,8 +30,15 @@ class Component(Protocol):
 
 ComponentFactory = Callable[["ControlPlane"], "Component | None"]
 
+def _background_load(cp: ControlPlane) -> Component:
+    from control_plane.loadgen import BackgroundLoad
+
+    return BackgroundLoad(cp)
+
+
 # One entry per component, started in this order after the xDS core, stopped in reverse.
-COMPONENTS: list[ComponentFactory] = []
+# Factories import their module lazily so the operator API and components never import-cycle.
+COMPONENTS: list[ComponentFactory] = [_background_load]
 
 
 def build_components(cp: ControlPlane, factories: Iterable[ComponentFactory] = ()) -> list[Component]:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from control_plane.app import IntentFrozenError, SnapshotRefusedError
 from control_plane.intent import validate_weights
-from data_plane.contracts.errors import StateDirError, ValidationError
+from data_plane.contracts.errors import MalformedInputError, StateDirError, ValidationError
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -62,7 +62,7 @@ def load_or_create_token(path: Path) -> str:
 
 
 # ---- error shape ------------------------------------------------------------------------
-class BadRequest(ValidationError):
+class BadRequest(MalformedInputError):
     """Malformed input (not JSON, not an integer): 400 rather than the 422 of a broken rule."""
 
 
@@ -81,7 +81,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Every failure becomes JSON; nothing leaks a traceback to the client."""
     try:
         return await handler(request)
-    except BadRequest as exc:
+    except MalformedInputError as exc:
         return _validation(400, exc)
     except SnapshotRefusedError as exc:
         return web.json_response(exc.to_dict(), status=422)

@@ -29,6 +29,10 @@ class ValidationError(MeshError):
                 "message": self.message}
 
 
+class MalformedInputError(ValidationError):
+    """The input is not even the right shape (not JSON, not an object): HTTP 400, not 422."""
+
+
 class ModelNotFoundError(MeshError):
     """No registered model version answers to the requested name/alias."""
 
