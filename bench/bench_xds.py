@@ -222,7 +222,7 @@ async def run(args: argparse.Namespace) -> None:
             r["p99_vs_1_client"] = r["p99_push_ack_ms"] / reference[r["push"]]
     fleet[0]["cpu_vs_grpc_floor"] = fleet[0]["cpu_ms_per_push"] / floor["cpu_ms_per_push"]
     fleet[0]["p99_vs_grpc_floor"] = fleet[0]["p99_push_ack_ms"] / floor["p99_push_ack_ms"]
-    write_report("xds", rows, {
+    write_report(args.topic, rows, {
         "push->ACK": "per response: the server sent it -> the ACK with its nonce arrived (ms)",
         "all_acked": "set_snapshot on every node -> wait_acked saw every node ACK (ms)",
         "cpu_ms_per_push": "control-plane process CPU time per push (serialising + streaming + ACKs)",
@@ -242,6 +242,7 @@ def main() -> None:
     p.add_argument("--procs", type=int, default=None, help="processes for the simulated clients (default 4)")
     p.add_argument("--pushes", type=int, default=None, help="weight-change pushes per scenario (default 30)")
     p.add_argument("--skip-envoy", action="store_true", help="leave out the real-Envoy scenario")
+    p.add_argument("--topic", default="xds", help="report name: bench/results/<topic>.json")
     args = p.parse_args()
     args.streams = args.streams or (200 if args.quick else 1000)
     args.procs = args.procs or (2 if args.quick else 4)
