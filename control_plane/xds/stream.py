@@ -108,8 +108,9 @@ class AdsStream:
             return []
         if req.response_nonce:
             self._settle(req)
-            if req.response_nonce != sub.last_nonce:
+            if sub.last_nonce is not None and req.response_nonce != sub.last_nonce:
                 return []  # stale: a newer response of this type is on its way
+            # (a nonce we never issued on this stream, e.g. another server's: a fresh request)
         names = self._requested_names(req)
         if names is not None and not names and req.type_url not in WILDCARD_TYPES:
             sub.subscribed, sub.names = False, None  # Envoy dropped every resource of this type

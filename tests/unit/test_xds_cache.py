@@ -192,7 +192,15 @@ def test_stale_nonce_settles_but_does_not_resubscribe() -> None:
     assert stream.on_request(req(ROUTE, "2", v2.nonce, ("edge-routes",))) == []
 
 
-async def test_wait_acked_reports_pending_ack_and_nack() -> None:
+def test_a_nonce_from_another_server_is_a_fresh_subscription() -> None:
+    cache = SnapshotCache()
+    cache.set_snapshot("edge", snap(3))
+    stream = AdsStream(1, cache)
+    (resp,) = parse(stream.on_request(req(CLUSTER, "2", "old-server-7", node="edge")))
+    assert resp.version_info == "3"
+
+
+async def test_wait_acked_reports_pending_then_ack() -> None:
     cache = SnapshotCache()
     cache.set_snapshot("edge", snap(1))
     assert await cache.wait_acked("1", timeout=0.05) == {"edge": "pending"}
