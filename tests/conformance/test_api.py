@@ -28,6 +28,10 @@ def test_version_is_a_json_object_with_a_semver_string(api):
     assert re.match(r"^\d+\.\d+\.\d+", reply.json()["version"])
 
 
+def test_answers_carry_a_request_id(api):
+    assert api.get("/proxies").headers.get("X-Toxiproxy-Request-Id")
+
+
 def test_unknown_path_is_404_and_wrong_method_is_405(api):
     assert api.get("/nothing-here").status == 404
     assert api.call("PUT", "/proxies").status == 405
