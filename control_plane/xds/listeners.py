@@ -43,7 +43,10 @@ def edge_listener(host: str, port: int, opts: BuildOptions) -> listener_pb2.List
         http_filters=[body_cap, hcm_pb2.HttpFilter(name=CUSTOM_RESPONSE_FILTER,
                                                    typed_config=pack(custom_response_filter())),
                       _router()],
-        local_reply_config=local_reply_config())
+        local_reply_config=local_reply_config(),
+        # A client's own x-request-id is the prediction's id (delayed labels join on it): keep it
+        # even when Envoy treats the request as external (use_remote_address in compose).
+        preserve_external_request_id=True)
     return _listener(EDGE_LISTENER, host, port, hcm)
 
 
