@@ -17,6 +17,7 @@ from aiohttp import web
 
 from control_plane.app import ControlPlane
 from control_plane.components import (
+    COMPONENTS,
     Component,
     ComponentFactory,
     build_components,
@@ -29,6 +30,17 @@ from data_plane.contracts.errors import MeshError
 from data_plane.settings import Settings
 
 log = logging.getLogger("control_plane")
+
+
+def _healing(cp: ControlPlane) -> Component | None:
+    """The self-healing loop (signals -> reconciler -> apply) and its read routes; MESH_HEALING=0: off."""
+    from control_plane.healing.component import healing_component
+
+    return healing_component(cp)
+
+
+# Run besides the registered COMPONENTS when no factories are given (lazy imports: no cycles).
+EXTRA_COMPONENTS: tuple[ComponentFactory, ...] = (_healing,)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None,
@@ -56,7 +68,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None,
 async def _serve(settings: Settings, token: str, stop: asyncio.Event,
                  factories: Iterable[ComponentFactory]) -> None:
     cp = ControlPlane(settings)
-    components = build_components(cp, factories)
+    components = build_components(cp, tuple(factories) or (*COMPONENTS, *EXTRA_COMPONENTS))
     runner = web.AppRunner(create_app(cp, token, routes=component_routes(components)),
                            access_log=None, handle_signals=False)
     await runner.setup()
