@@ -11,9 +11,12 @@ both model servers log every prediction to a real nats-server (JetStream stream 
 
 Per target: closed-loop rps (wrk when installed, else the project's engine) and the server's
 CPU per request (utime+stime from /proc, robust to noisy neighbours); ratios are against
-`fixed_json` of the same run.
+`fixed_json` of the same run. `--envoy` also measures each target behind its own Envoy (static
+bootstrap, one worker, plain proxying): a first look at the lead's Envoy-path benchmark, with
+the CPU of server + Envoy per request.
 
-Run: `.venv/bin/python -m bench.bench_model_server [--rounds 3 --seconds 3 --concurrency 16]`.
+Run: `.venv/bin/python -m bench.bench_model_server [--rounds 3 --seconds 3 --concurrency 16
+--envoy]`.
 Writes bench/results/model_server.json.
 """
 
@@ -84,7 +87,45 @@ def _start(name: str, argv: list[str], home: Path, ready_url: str | None, port: 
     return proc
 
 
-def run(rounds: int, seconds: float, concurrency: int, rows: int) -> None:
+def _envoy_bootstrap(listen: int, admin: int, upstream: int) -> dict[str, Any]:
+    addr = {"socket_address": {"address": "127.0.0.1", "port_value": upstream}}
+    cluster = {"name": "target", "type": "STATIC", "load_assignment": {
+        "cluster_name": "target", "endpoints": [{"lb_endpoints": [{"endpoint": {"address": addr}}]}]}}
+    hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                    "HttpConnectionManager",
+           "stat_prefix": "edge",
+           "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+               {"match": {"prefix": "/"}, "route": {"cluster": "target"}}]}]},
+           "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+               "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]}
+    listener = {"name": "edge", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen}},
+                "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                                "typed_config": hcm}]}]}
+    return {"static_resources": {"listeners": [listener], "clusters": [cluster]},
+            "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}}}
+
+
+def _start_envoy(home: Path, name: str, upstream: int) -> tuple[ManagedProcess, int]:
+    import json
+
+    from data_plane.procs import envoy
+
+    listen = free_port()
+    config = home / f"envoy-{name}.json"
+    config.write_text(json.dumps(_envoy_bootstrap(listen, free_port(), upstream)))
+    proc = envoy(config, home / "logs" / f"envoy-{name}.log", base_id=listen, concurrency=1).start()
+    proc.wait_port("127.0.0.1", listen, timeout=30)
+    return proc, listen
+
+
+def _measure(url: str, pids: list[int], concurrency: int, seconds: float) -> dict[str, Any]:
+    cpu0 = sum(_cpu_s(p) for p in pids)
+    r = measure_ceiling(url, SEED, concurrency, seconds)
+    r["server_cpu_us_per_request"] = 1e6 * (sum(_cpu_s(p) for p in pids) - cpu0) / max(1, r["requests"])
+    return r
+
+
+def run(rounds: int, seconds: float, concurrency: int, rows: int, with_envoy: bool = False) -> None:
     from training.pipeline import train_all
 
     with tempfile.TemporaryDirectory(prefix="bench-ms-") as tmp:
@@ -109,16 +150,22 @@ def run(rounds: int, seconds: float, concurrency: int, rows: int) -> None:
                 if kind == "xgboost":
                     argv += ["--challenger-port", str(free_port())]
                 procs[kind] = (_start(kind, argv, home, f"http://127.0.0.1:{port}/ready", port), port)
-            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in procs}
-            for _proc, port in procs.values():  # warm-up: connections, caches, first batches
-                measure_ceiling(f"http://127.0.0.1:{port}/api/v1/predict", SEED, concurrency, 1.0)
+            # target name -> (url, pids whose CPU counts)
+            targets: dict[str, tuple[str, list[int]]] = {
+                name: (f"http://127.0.0.1:{port}/api/v1/predict", [proc.pid])
+                for name, (proc, port) in procs.items()}
+            if with_envoy:
+                for name, (proc, port) in list(procs.items()):
+                    proxy, listen = _start_envoy(home, name, port)
+                    procs[f"envoy:{name}"] = (proxy, listen)
+                    targets[f"envoy+{name}"] = (f"http://127.0.0.1:{listen}/api/v1/predict",
+                                                [proxy.pid, proc.pid])
+            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+            for url, _pids in targets.values():  # warm-up: connections, caches, first batches
+                measure_ceiling(url, SEED, concurrency, 1.0)
             for _ in range(rounds):
-                for name, (proc, port) in procs.items():
-                    cpu0 = _cpu_s(proc.pid)
-                    r = measure_ceiling(f"http://127.0.0.1:{port}/api/v1/predict", SEED,
-                                        concurrency, seconds)
-                    r["server_cpu_us_per_request"] = 1e6 * (_cpu_s(proc.pid) - cpu0) / max(1, r["requests"])
-                    samples[name].append(r)
+                for name, (url, pids) in targets.items():
+                    samples[name].append(_measure(url, pids, concurrency, seconds))
         finally:
             for proc, _ in procs.values():
                 proc.signal(signal.SIGTERM)
@@ -132,9 +179,10 @@ def _report(samples: dict[str, list[dict[str, Any]]], rounds: int, seconds: floa
     def med(name: str, key: str) -> float:
         return statistics.median(s[key] for s in samples[name])
 
-    ref_rps, ref_cpu = med("fixed_json", "rps"), med("fixed_json", "server_cpu_us_per_request")
     table = []
     for name in samples:
+        ref = "envoy+fixed_json" if name.startswith("envoy+") else "fixed_json"
+        ref_rps, ref_cpu = med(ref, "rps"), med(ref, "server_cpu_us_per_request")
         rps, cpu = med(name, "rps"), med(name, "server_cpu_us_per_request")
         table.append({
             "target": name, "rps": round(rps), "rps_vs_fixed": round(rps / ref_rps, 3),
@@ -148,8 +196,8 @@ def _report(samples: dict[str, list[dict[str, Any]]], rounds: int, seconds: floa
         "concurrency": concurrency, "training_rows": rows, "training_s": round(train_s, 1),
         "model_auc": round(metrics.get("auc", float("nan")), 4),
         "reading": "cpu_ratio_fixed_over_target is the throughput share the full path would keep on "
-                   "a CPU-bound box (server CPU per request, fixed/target); rps ratios swing with "
-                   "whatever else runs on the machine",
+                   "a CPU-bound box (CPU per request of the server, plus its Envoy for envoy+ rows; "
+                   "fixed/target); rps ratios swing with whatever else runs on the machine",
         "samples": {k: [{x: s[x] for x in ("rps", "server_cpu_us_per_request", "p99_ms")} for s in v]
                     for k, v in samples.items()},
     })
@@ -161,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--rows", type=int, default=20_000, help="training rows for the xgboost model")
+    p.add_argument("--envoy", action="store_true", help="also measure each target behind an Envoy")
     a = p.parse_args(argv)
-    run(a.rounds, a.seconds, a.concurrency, a.rows)
+    run(a.rounds, a.seconds, a.concurrency, a.rows, with_envoy=a.envoy)
     return 0
 
 

@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prediction batches kept while NATS is away before dropping (default 256)")
     p.add_argument("--registry-poll", type=float, default=30.0,
                    help="seconds between registry alias checks; 0 = NATS events only (default 30)")
+    p.add_argument("--no-micro-batch", action="store_true",
+                   help="score every request in its own model call (default: the requests of one "
+                        "event-loop tick share a call; ML kinds only)")
     p.add_argument("--drain-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may take after SIGTERM (default 10)")
     p.add_argument("--drain-grace", type=float, default=0.5,
@@ -67,7 +70,8 @@ async def serve(args: argparse.Namespace, settings: Settings) -> int:
     app = create_app(args.kind, settings, nats_url=None if args.no_nats else (args.nats_url or
                                                                               settings.nats_url),
                      challenger_ports=(challenger_port,) if challenger_port else (),
-                     log_buffer=args.log_buffer, registry_poll_s=args.registry_poll)
+                     log_buffer=args.log_buffer, registry_poll_s=args.registry_poll,
+                     micro_batch=not args.no_micro_batch)
     ctx = context_of(app)
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            shutdown_timeout=args.drain_timeout)

@@ -22,6 +22,7 @@ from aiohttp import web
 from data_plane.eventbus import EventBus
 from data_plane.settings import Settings
 from model_servers.admin import AdminHandlers
+from model_servers.batching import MicroBatcher
 from model_servers.context import HEURISTIC, KINDS, ServerContext
 from model_servers.heuristic import HeuristicModel
 from model_servers.metrics import ServerMetrics
@@ -138,13 +139,16 @@ CATCH_ALL = "/{tail:.*}"
 def create_app(kind: str, settings: Settings, *, slots: ModelSlots | None = None,
                nats_url: str | None = _FROM_SETTINGS, challenger_ports: tuple[int, ...] = (),
                log_buffer: int = 256, log_batch_records: int = 256, log_flush_s: float = 0.05,
-               registry_poll_s: float = 30.0, ensure_stream: bool = True) -> web.Application:
+               registry_poll_s: float = 30.0, ensure_stream: bool = True,
+               micro_batch: bool = True) -> web.Application:
     """Build the model server app for `kind` (xgboost | pytorch | heuristic).
 
     nats_url: where prediction records and model events go (default: the settings'); None turns
     NATS off (records are counted as dropped). challenger_ports: local ports whose requests
     address the challenger slot. log_buffer: prediction batches kept while NATS is away.
     registry_poll_s: how often alias-following slots re-check the registry (0: events only).
+    micro_batch: score the one-row requests of a loop tick in one model call (ML kinds only; the
+    rules gain nothing from it).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; use one of {', '.join(KINDS)}")
@@ -169,7 +173,11 @@ def create_app(kind: str, settings: Settings, *, slots: ModelSlots | None = None
             metrics.model_loaded(s.name, s.model.model_version, None)
     url = settings.nats_url if nats_url == _FROM_SETTINGS else nats_url
     plog = PredictionLog(None, kind, metrics, batch_records=log_batch_records, flush_interval=log_flush_s)
-    ctx = ServerContext(kind, settings, slots, metrics, plog, challenger_ports=set(challenger_ports))
+    batcher = MicroBatcher() if micro_batch and slots.has_registry else None
+    if batcher is not None:
+        metrics.watch_batcher(lambda: (batcher.calls, batcher.rows))
+    ctx = ServerContext(kind, settings, slots, metrics, plog, challenger_ports=set(challenger_ports),
+                        batcher=batcher)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[CTX] = ctx

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from data_plane.settings import Settings
+from model_servers.batching import MicroBatcher
 from model_servers.metrics import ServerMetrics
 from model_servers.prediction_log import PredictionLog
 from model_servers.slots import CHALLENGER, CHAMPION, Model, ModelSlots
@@ -45,6 +46,7 @@ class ServerContext:
     metrics: ServerMetrics
     plog: PredictionLog
     challenger_ports: set[int] = field(default_factory=set)
+    batcher: MicroBatcher | None = None  # ML kinds: coalesce one-row calls per loop tick
     draining: bool = False
     started_at: float = field(default_factory=time.time)
 

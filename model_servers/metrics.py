@@ -13,7 +13,9 @@ Names (all carry `kind`, the server's model kind):
   or dropped;
 - `model_server_in_flight_requests{kind}`: requests being handled now;
 - `model_server_model_info{kind,slot,model_version}`: 1 for the model each slot serves;
-- `model_server_model_swaps_total{kind,slot,outcome}`: hot swaps done or failed.
+- `model_server_model_swaps_total{kind,slot,outcome}`: hot swaps done or failed;
+- `model_server_model_calls_total{kind}` / `model_server_model_call_rows_total{kind}`: ML kinds'
+  one-row predictions, micro-batched: rows / calls is the mean batch.
 
 Why not prometheus_client's Counter/Histogram on the hot path: each update takes a lock and a
 label lookup (~1-2 us, several per request, measured as ~8 % of a request's CPU). The server
@@ -54,6 +56,12 @@ class _Histogram:
             running += n
             out.append((bound, float(running)))
         return out
+
+
+def _single(name: str, doc: str, kind: str, value: float) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=["kind"])
+    fam.add_metric([kind], value)
+    return fam
 
 
 class _HotPathCollector(Collector):
@@ -100,6 +108,11 @@ class _HotPathCollector(Collector):
             bat.add_metric([kind, "published"], published)
             bat.add_metric([kind, "dropped"], dropped)
             yield bat
+        if m.batch_counts is not None:
+            calls, rows = m.batch_counts()
+            yield _single("model_server_model_calls", "Model calls made for one-row predictions "
+                          "(micro-batched: several requests per call)", kind, calls)
+            yield _single("model_server_model_call_rows", "Rows scored by those calls", kind, rows)
         inflight = GaugeMetricFamily("model_server_in_flight_requests", "Requests being handled now",
                                      labels=["kind"])
         inflight.add_metric([kind], m.in_flight_now)
@@ -120,6 +133,7 @@ class ServerMetrics:
         self.records_dropped_n = 0
         self.in_flight_now = 0
         self.bus_counts: Callable[[], tuple[int, int]] | None = None
+        self.batch_counts: Callable[[], tuple[int, int]] | None = None
         self.registry.register(_HotPathCollector(self))
         # Rare events: plain prometheus_client metrics are fine here.
         self.model_info = Gauge("model_server_model_info", "1 for the model version a slot serves",
@@ -176,6 +190,10 @@ class ServerMetrics:
     def watch_bus(self, read: Callable[[], tuple[int, int]]) -> None:
         """Expose the event bus's (published, dropped) batch counters."""
         self.bus_counts = read
+
+    def watch_batcher(self, read: Callable[[], tuple[int, int]]) -> None:
+        """Expose the micro-batcher's (model calls, rows scored) counters."""
+        self.batch_counts = read
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this server's registry."""

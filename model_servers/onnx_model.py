@@ -11,9 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from data_plane.features import N_ENGINEERED, engineer_one
 from data_plane.registry import Registry
 from data_plane.scoring import OnnxScorer
 from data_plane.settings import Settings
+
+# Up to this many rows, engineering row by row in Python beats numpy's per-call overhead.
+SMALL_BATCH = 64
 
 
 class OnnxModel:
@@ -28,12 +32,22 @@ class OnnxModel:
         self._scorer = scorer
         # Bound once: the hot path calls it per request.
         self.predict_one = scorer.predict_one
+        # Micro-batches reuse one buffer: scoring runs on the event loop thread only.
+        self._small = np.zeros((SMALL_BATCH, N_ENGINEERED), dtype=np.float32)
 
     def predict_many(self, rows: Sequence[Sequence[float]]) -> list[float]:
-        """Score rows in one vectorised call (batch and OIP requests)."""
-        if not rows:
+        """Score rows in one call: a few rows (a micro-batch) are engineered row by row into a
+        pre-allocated buffer; many rows (batch and OIP requests) go through numpy at once."""
+        n = len(rows)
+        if n == 0:
             return []
-        scores: Any = self._scorer.predict(np.asarray(rows, dtype=np.float64))
+        if n <= SMALL_BATCH:
+            buf = self._small
+            for i, row in enumerate(rows):
+                buf[i] = engineer_one(row)
+            scores: Any = self._scorer.predict_engineered(buf[:n])
+        else:
+            scores = self._scorer.predict(np.asarray(rows, dtype=np.float64))
         return [float(s) for s in scores.tolist()]
 
 

@@ -1,9 +1,11 @@
 """`POST /api/v1/predict` and `POST /api/v1/predict/batch`: the hot path.
 
 Per request: read the body, validate it with msgspec (`parse_transaction`), pick the slot (the
-listener's port; mirrored requests always go to the challenger), score with `predict_one` on the
-event loop (microseconds; a thread hop would cost more), answer the seed's exact Prediction, and
-append a PredictionRecord to the in-process log. No awaits besides reading the body.
+listener's port; mirrored requests always go to the challenger), score on the event loop
+(microseconds; a thread hop would cost more): ML models through the micro-batcher (requests of
+the same loop tick share one ONNX Runtime call, see `batching.py`; a lone request uses
+`predict_one`), the rules directly. Answer the seed's exact Prediction and append a
+PredictionRecord to the in-process log.
 
 Batch: `{"transactions": [...]}` with 1 to MAX_BATCH items; each item is validated on its own
 and scored together in one vectorised call; an invalid item gets its own error entry and does
@@ -112,7 +114,8 @@ class PredictHandlers:
                 return self._unavailable(slot, ENDPOINT_ONE, started)
             features = txn.features()
             try:
-                p = model.predict_one(features)
+                batcher = ctx.batcher
+                p = await batcher.score(model, features) if batcher else model.predict_one(features)
             except Exception as exc:  # a broken model must fail over (Envoy retries), not 500
                 return self._scoring_failed(exc, model, slot, ENDPOINT_ONE, started)
             is_fraud = p >= ctx.threshold

@@ -160,8 +160,9 @@ async def test_champion_and_challenger_slots_score_their_registry_versions(
 
 
 async def _load(url: str, stop: asyncio.Event, seen: dict[str, int], failures: list[str],
-                workers: int = 12) -> int:
-    """Closed-loop load until `stop`; counts versions answered and records every failure."""
+                scores: dict[str, set[float]], workers: int = 12) -> int:
+    """Closed-loop load until `stop`; counts versions answered, collects the scores each version
+    gave, and records every failure."""
     sent = 0
 
     async def worker(session: aiohttp.ClientSession) -> None:
@@ -174,8 +175,10 @@ async def _load(url: str, stop: asyncio.Event, seen: dict[str, int], failures: l
                     if r.status != 200:
                         failures.append(f"{r.status} {body[:200]!r}")
                         continue
-                    mv = json.loads(body)["model_version"]
+                    answer = json.loads(body)
+                    mv = answer["model_version"]
                     seen[mv] = seen.get(mv, 0) + 1
+                    scores.setdefault(mv, set()).add(answer["fraud_probability"])
             except aiohttp.ClientError as exc:
                 failures.append(repr(exc))
 
@@ -189,7 +192,8 @@ async def test_hot_swap_under_concurrent_load_fails_no_request(server: Server) -
     stop = asyncio.Event()
     seen: dict[str, int] = {}
     failures: list[str] = []
-    load = asyncio.create_task(_load(server.url("/api/v1/predict"), stop, seen, failures))
+    scores: dict[str, set[float]] = {}
+    load = asyncio.create_task(_load(server.url("/api/v1/predict"), stop, seen, failures, scores))
     async with aiohttp.ClientSession() as s:
         await asyncio.sleep(0.7)
         status, swap = await _post(s, server.url("/admin/reload"), {"slot": "champion", "version": "2"})
@@ -211,6 +215,8 @@ async def test_hot_swap_under_concurrent_load_fails_no_request(server: Server) -
     assert seen.get("xgboost_v2", 0) > after_pin.get("xgboost_v2", 0) > -1
     assert seen["xgboost_v1"] > 0 and seen["xgboost_v2"] > 0
     assert sum(seen.values()) == sent > 100
+    # Micro-batched or alone, the same transaction gets the same score from the same version.
+    assert {mv: len(s) for mv, s in scores.items()} == {"xgboost_v1": 1, "xgboost_v2": 1}
     assert slots["champion"]["version"] == "1" and slots["champion"]["last_error"] is not None
 
 
