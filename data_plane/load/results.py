@@ -119,7 +119,7 @@ class LoadResult:
     max_outstanding: int | None = None
     stopped_early: bool = False
     event_loop: str = "asyncio"
-    transport: str = "aiohttp"
+    transport: str = "http1"
 
     @property
     def unreachable(self) -> bool:

@@ -3,11 +3,13 @@
 Both keep a pool of keep-alive connections and turn every failure into a `RequestFailed` whose
 `kind` is one of results.CONNECT / TIMEOUT / DISCONNECTED / PROTOCOL.
 
-- ``aiohttp`` (default): the full client. About 150-250 us of CPU per request on this machine.
-- ``http1``: requests pre-built as bytes (request line, headers, body) written straight to an
-  asyncio transport, responses parsed just enough (status, Content-Length or chunked, Connection).
-  About 4x less CPU per request (bench/bench_loadgen.py), which matters on a 2-core box where the
-  generator shares the CPU with the mesh it measures. Plain http only.
+- ``http1`` (the default for http:// targets): requests pre-built as bytes (request line,
+  headers, body) written straight to an asyncio transport, responses parsed just enough (status,
+  Content-Length, chunked or close-delimited body, Connection). ~55-110 us of CPU per request on
+  this machine against ~140-300 us for aiohttp (bench/bench_loadgen.py): on a 2-core box where the
+  generator shares the CPU with the mesh it measures, that decides whether 2-3k rps hold their
+  schedule. Plain http only.
+- ``aiohttp``: the full client (https, and a second opinion when in doubt).
 """
 
 from __future__ import annotations

@@ -51,9 +51,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--timeout", type=float, default=5.0, help="per-request timeout in seconds")
     p.add_argument("--max-outstanding", type=int, default=None,
                    help="open loop: most requests in flight (default rate/4, 64-1024)")
-    p.add_argument("--transport", choices=TRANSPORTS, default="aiohttp",
-                   help="aiohttp (default) or http1: a lean keep-alive client using ~4x less CPU "
-                        "per request, for high rates on a small machine (plain http only)")
+    p.add_argument("--transport", choices=("auto", *TRANSPORTS), default="auto",
+                   help="HTTP client: http1 (lean keep-alive client, ~3x less CPU per request; "
+                        "plain http only) or aiohttp; auto (default) = http1 for http://, "
+                        "aiohttp for https://")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a target that is not 127.0.0.1/localhost/::1")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
