@@ -17,7 +17,7 @@ from aiohttp import web
 from data_plane.contracts.errors import MalformedInputError, ValidationError
 from data_plane.load import LoadEngine, LoadPlan, synthetic_payloads
 from data_plane.load.payloads import scenario_names
-from data_plane.load.targets import LoadTargetError
+from data_plane.load.targets import MAX_DURATION_S, LoadTargetError
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_RATE = 2_000.0  # the operator API runs in the control plane: keep its CPU for xDS
-MAX_DURATION = 24 * 3600.0
+MAX_DURATION = 7 * 24 * 3600.0  # run back to back in engine-sized pieces
 DEFAULT_RATE = 20.0
 DEFAULT_DURATION = 3600.0
 
@@ -41,6 +41,8 @@ class BackgroundLoad:
         self._engine: LoadEngine | None = None
         self._task: asyncio.Task[Any] | None = None
         self._spec: dict[str, Any] = {}
+        self._done: dict[str, int] = {"sent": 0, "ok": 0, "errors": 0}
+        self._stopping = False
         self._last: dict[str, Any] | None = None
 
     async def start(self) -> None:
@@ -56,35 +58,51 @@ class BackgroundLoad:
     def begin(self, rate: float, duration: float, scenario: str | None, seed: int = 0) -> dict[str, Any]:
         if self.running:
             raise web.HTTPConflict(text="a load run is already going; stop it first")
-        plan = LoadPlan(url=self.url, rate=rate, duration=duration)
+        # Check the plan now so a bad request fails here, not in the background.
+        LoadPlan(url=self.url, rate=rate, duration=min(duration, MAX_DURATION_S))
         payloads = synthetic_payloads(seed=seed, scenario=scenario, count=2_000)
-        self._engine = LoadEngine(plan, payloads)
         self._spec = {"rate": rate, "duration": duration, "scenario": scenario,
                       "started_at": time.time()}
-        self._task = asyncio.create_task(self._run(self._engine))
+        self._done = {"sent": 0, "ok": 0, "errors": 0}
+        self._stopping = False
+        self._task = asyncio.create_task(self._run(rate, duration, payloads))
         return self.status()
 
-    async def _run(self, engine: LoadEngine) -> None:
+    async def _run(self, rate: float, duration: float, payloads: list[Any]) -> None:
+        """Runs of at most MAX_DURATION_S (the engine's bound) back to back until `duration`."""
+        deadline = time.monotonic() + duration
         try:
-            result = await engine.run()
-            self._last = result.to_dict()
+            while not self._stopping and (left := deadline - time.monotonic()) >= 1.0:
+                plan = LoadPlan(url=self.url, rate=rate, duration=min(left, MAX_DURATION_S))
+                self._engine = LoadEngine(plan, payloads)
+                result = await self._engine.run()
+                self._last = result.to_dict()
+                p = self._engine.snapshot()
+                for key, value in (("sent", p.sent), ("ok", p.ok), ("errors", p.errors)):
+                    self._done[key] += value
+                self._engine = None
         except Exception:  # a failed run must not take the control plane down
             log.exception("background load failed")
 
     async def stop_load(self) -> dict[str, Any]:
-        if self._engine is not None and self.running:
-            self._engine.stop()
+        self._stopping = True
+        if self.running:
+            if self._engine is not None:
+                self._engine.stop()
             assert self._task is not None
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(self._task), timeout=5.0)
         return self.status()
 
     def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"running": self.running, **self._spec}
+        out: dict[str, Any] = {"running": self.running, **self._spec, **self._done}
         if self._engine is not None:
             p = self._engine.snapshot()
-            out.update(sent=p.sent, ok=p.ok, errors=p.errors, rps=round(p.rps, 1),
-                       p99_ms=round(p.p99_ms, 3), elapsed_s=round(p.elapsed_s, 1))
+            out.update(sent=self._done["sent"] + p.sent, ok=self._done["ok"] + p.ok,
+                       errors=self._done["errors"] + p.errors, rps=round(p.rps, 1),
+                       p99_ms=round(p.p99_ms, 3))
+        if self._spec:
+            out["elapsed_s"] = round(time.time() - self._spec["started_at"], 1)
         if self._last is not None and not self.running:
             out["last_result"] = self._last
         return out

@@ -35,6 +35,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--scenario", default=None, help=f"train on drifted data: {SCENARIO_HELP}")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+    p.add_argument("--if-empty", action="store_true",
+                   help="do nothing when a model is already registered (containers, make run)")
     p.set_defaults(func=run)
 
 
@@ -47,6 +49,12 @@ def run(args: argparse.Namespace) -> int:
                           "fewer rows leave too few fraud cases for the holdout")
     if args.scenario is not None and args.scenario not in SCENARIOS:
         raise ConfigError(f"--scenario {args.scenario!r} is unknown; choose one of: {', '.join(SCENARIOS)}")
+    if args.if_empty:
+        from meshctl.commands.run import registry_empty
+
+        if not registry_empty(Settings.from_env()):
+            print("a model is already registered; nothing to train (--if-empty)", file=sys.stderr)
+            return 0
     kinds = KINDS if args.kind == "all" else (args.kind,)
     progress = None if args.no_progress else StageProgress(sys.stderr)
     report = train_all(Settings.from_env(), rows=args.rows, seed=args.seed, progress=progress,

@@ -42,7 +42,7 @@ async def test_start_status_conflict_stop(mesh_home, monkeypatch) -> None:
     app = web.Application()
     app.add_routes(load.routes())
     async with TestClient(TestServer(app)) as client:
-        resp = await client.post("/api/v1/load/start", json={"rate": 50, "duration": 30})
+        resp = await client.post("/api/v1/load/start", json={"rate": 50, "duration": 86400})
         assert resp.status == 202 and (await resp.json())["running"] is True
         again = await client.post("/api/v1/load/start", json={"rate": 50})
         assert again.status == 409
