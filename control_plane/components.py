@@ -36,9 +36,15 @@ def _background_load(cp: ControlPlane) -> Component:
     return BackgroundLoad(cp)
 
 
+def _routing_controls(cp: ControlPlane) -> Component:
+    from control_plane.routing_api import routing_controls
+
+    return routing_controls(cp)
+
+
 # One entry per component, started in this order after the xDS core, stopped in reverse.
 # Factories import their module lazily so the operator API and components never import-cycle.
-COMPONENTS: list[ComponentFactory] = [_background_load]
+COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls]
 
 
 def build_components(cp: ControlPlane, factories: Iterable[ComponentFactory] = ()) -> list[Component]:
