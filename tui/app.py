@@ -59,6 +59,9 @@ class MeshConsole(App[None]):
     def on_mount(self) -> None:
         self.install_screen(MainScreen(), "main")
         self.push_screen("main")
+
+    def on_main_screen_ready(self, message: MainScreen.Ready) -> None:
+        """Start polling and the event feed once the panes exist to draw into."""
         self._poll_loop()
         if self.events is not None:
             self.feed.state(False, "NATS connecting…")
@@ -73,11 +76,14 @@ class MeshConsole(App[None]):
     async def _poll_loop(self) -> None:
         drawn = -1
         while True:
-            await self.poller.poll_once()
+            self._wake.clear()  # a poll_now() from here on means "poll again right after this one"
+            try:
+                await self.poller.poll_once()
+            except Exception as exc:  # an answer of an unexpected shape must not end the polling
+                self.internal_error("polling", exc)
             if self.state.revision != drawn:
                 drawn = self.state.revision
                 self._draw()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 
@@ -89,9 +95,14 @@ class MeshConsole(App[None]):
         try:
             self.main.show(self.state, self.feed, self.poll_interval)
         except Exception as exc:  # keep polling; show and record the bug rather than die
-            log.exception("console: drawing the mesh state failed")
-            self.internal_errors.append(f"{type(exc).__name__}: {exc}")
-            self.main.show_result(f"console error while drawing: {type(exc).__name__}: {exc}", "error")
+            self.internal_error("drawing", exc)
+
+    def internal_error(self, doing: str, exc: Exception) -> None:
+        """A console bug: logged, recorded (tests assert there are none) and shown, never fatal."""
+        log.error("console: %s failed", doing, exc_info=exc)
+        self.internal_errors.append(f"{doing}: {type(exc).__name__}: {exc}")
+        with contextlib.suppress(Exception):  # e.g. the screen is already gone at shutdown
+            self.report(f"console error while {doing}: {type(exc).__name__}: {exc}", "error")
 
     def _show_feed(self) -> None:
         self.main.show_feed(self.state, self.feed)
@@ -114,6 +125,8 @@ class MeshConsole(App[None]):
         self._acting = spec.title
         try:
             await self._run_spec(spec)
+        except Exception as exc:
+            self.internal_error(spec.title.lower(), exc)
         finally:
             self._acting = None
 

@@ -69,7 +69,8 @@ class Poller:
         except OperatorError as exc:
             s.status = Fetched("error", s.status.data, str(exc))
         else:
-            s.status = Fetched("ok", status)
+            s.status = Fetched("ok", status) if isinstance(status, dict) else Fetched(
+                "error", s.status.data, "GET /api/v1/status answered with something that is not an object")
         s.reachable = True
         s.unreachable_reason = ""
         c = self.client
@@ -100,7 +101,8 @@ class Poller:
             known = max(s.decisions, default=0)
             if not known:
                 head = await self.client.decisions(since=0, limit=1)
-                since = max(0, int(head.get("last_seq") or 0) - FIRST_READ)
+                last = head.get("last_seq") if isinstance(head, dict) else None
+                since = max(0, (last if isinstance(last, int) else 0) - FIRST_READ)
             else:
                 since = max(0, known - REREAD)
             page = await self.client.decisions(since=since, limit=1000)
@@ -110,7 +112,13 @@ class Poller:
         except OperatorError as exc:
             s.decisions_state = Fetched("error", None, str(exc))
             return
-        last_seq = int(page.get("last_seq") or 0)
+        if not isinstance(page, dict) or not isinstance(page.get("decisions", []), list):
+            s.decisions_state = Fetched("error", None, "GET /api/v1/decisions: unexpected answer shape")
+            return
+        try:
+            last_seq = int(page.get("last_seq") or 0)
+        except (TypeError, ValueError):
+            last_seq = max(s.decisions, default=0)
         if last_seq < max(s.decisions, default=0):
             s.decisions.clear()  # a different ledger (fresh MESH_HOME): start over
         for item in page.get("decisions") or []:

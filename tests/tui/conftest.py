@@ -14,7 +14,7 @@ from tui.app import MeshConsole
 from tui.client import OperatorClient
 from tui.screens.dialogs import ConfirmScreen, FormScreen
 
-FAST_POLL = 0.2
+FAST_POLL = 0.5
 
 
 @pytest.fixture

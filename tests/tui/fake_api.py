@@ -60,6 +60,7 @@ class FakeOperatorAPI:
         self.runs: dict[str, dict[str, Any]] = {}
         self._run_ids = itertools.count(1)
         self._fail_next: tuple[int, dict[str, Any]] | None = None
+        self.overrides: dict[str, Any] = {}  # GET path -> the body to answer instead (odd shapes)
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -142,6 +143,8 @@ class FakeOperatorAPI:
     async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         if request.method == "GET":
             self.reads.append(request.path)
+            if request.path in self.overrides:
+                return web.json_response(self.overrides[request.path])
             try:
                 return await handler(request)
             except web.HTTPNotFound:  # the real API's error middleware shape

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.tui.conftest import (
     confirm_screen,
     console,
@@ -67,41 +65,35 @@ async def test_weights_that_do_not_sum_to_one_are_refused_in_the_form(
     assert fake_api.writes == []
 
 
-# key, form values (None: no form), expected method, path, body, text in the result line
-ACTIONS = [
-    pytest.param("p", {"model": "xgboost", "version": "v4"}, "POST", "/api/v1/models/xgboost/pin",
-                 {"version": "4"}, "decision #7 operator pin", id="pin"),
-    pytest.param("u", {}, "DELETE", "/api/v1/models/pytorch/pin", None, "decision #7 operator unpin",
-                 id="unpin"),
-    pytest.param("r", {"model": "pytorch", "reason": "labels drifted"}, "POST", "/api/v1/retrain",
-                 {"model": "pytorch", "reason": "labels drifted"}, "accepted: request rt-0001", id="retrain"),
-    pytest.param("m", {}, "POST", "/api/v1/canary/promote", {"model": "xgboost"},
-                 "decision #7 operator promote", id="promote"),
-    pytest.param("b", {"reason": "p99 too high"}, "POST", "/api/v1/canary/rollback",
-                 {"model": "xgboost", "reason": "p99 too high"}, "decision #7 operator rollback",
-                 id="rollback"),
-    pytest.param("l", {"rate": "25", "duration": "30", "scenario": "covariate_shift"}, "POST",
-                 "/api/v1/load/start", {"rate": 25.0, "duration": 30.0, "scenario": "covariate_shift"},
-                 "load running at 25 rps", id="load-start"),
-    pytest.param("f", {"reason": "incident 42"}, "POST", "/api/v1/freeze", {"reason": "incident 42"},
-                 "decision #7 operator freeze", id="freeze"),
+# key, form values, then the request the fake must receive and a phrase of the result line
+MODEL_ACTIONS = [
+    ("p", {"model": "xgboost", "version": "v4"}, "POST", "/api/v1/models/xgboost/pin", {"version": "4"},
+     "operator pin -> xDS v43 ack"),
+    ("u", {}, "DELETE", "/api/v1/models/pytorch/pin", None, "operator unpin -> xDS v44 ack"),
+    ("r", {"model": "pytorch", "reason": "labels drifted"}, "POST", "/api/v1/retrain",
+     {"model": "pytorch", "reason": "labels drifted"}, "accepted: request rt-0001"),
+    ("m", {}, "POST", "/api/v1/canary/promote", {"model": "xgboost"}, "operator promote -> xDS v45 ack"),
+    ("b", {"reason": "p99 too high"}, "POST", "/api/v1/canary/rollback",
+     {"model": "xgboost", "reason": "p99 too high"}, "operator rollback -> xDS v46 ack"),
 ]
 
 
-@pytest.mark.parametrize(("key", "values", "method", "path", "body", "shown"), ACTIONS)
-async def test_action_sends_its_request_after_confirming(
-        fake_api: FakeOperatorAPI, token_file: Path, key: str, values: dict[str, str], method: str,
-        path: str, body: object, shown: str) -> None:
+async def test_model_actions_send_their_documented_request_after_confirming(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    """Pin, unpin (defaults to the pinned model), retrain, promote and roll back (default to the
+    model in canary), one after another in one session."""
     app = console(fake_api.url, token_file)
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        form = await open_form(pilot, key)
-        await fill_and_submit(pilot, form, values)
-        await confirm_screen(pilot)
-        assert fake_api.writes == []
-        await pilot.press("y")
-        await wait_until(pilot, lambda: shown in main_text(app, "#result"), what=f"result {shown!r}")
-        assert fake_api.writes == [Write(method, path, body, BEARER)]
+        for key, values, method, path, body, shown in MODEL_ACTIONS:
+            sent = len(fake_api.writes)
+            form = await open_form(pilot, key)
+            await fill_and_submit(pilot, form, values)
+            await confirm_screen(pilot)
+            assert len(fake_api.writes) == sent, f"{key}: sent before confirming"
+            await pilot.press("y")
+            await wait_until(pilot, lambda s=shown: s in main_text(app, "#result"), what=f"result {shown!r}")
+            assert fake_api.writes[sent:] == [Write(method, path, body, BEARER)], key
         assert not app.internal_errors
 
 
@@ -145,17 +137,26 @@ async def test_freeze_then_unfreeze_toggles_with_the_mesh_state(
                                    Write("POST", "/api/v1/unfreeze", {"reason": "incident over"}, BEARER)]
 
 
-async def test_stopping_the_running_load(fake_api: FakeOperatorAPI, token_file: Path) -> None:
-    fake_api.load.update(running=True, rate=50.0, sent=1234)
+async def test_load_start_then_stop_toggles_with_the_mesh_state(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
     app = console(fake_api.url, token_file)
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
-        await wait_until(pilot, lambda: app.state.load.ok, what="the load status")
+        start = {"rate": 25.0, "duration": 30.0, "scenario": "covariate_shift"}
+        await fill_and_submit(pilot, await open_form(pilot, "l"), {k: f"{v}" for k, v in start.items()})
+        question = (await confirm_screen(pilot)).question
+        assert "Send 25 requests/s for 30 s (scenario covariate_shift)" in question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: "load running at 25 rps" in main_text(app, "#result"), what="started")
+        fake_api.load["sent"] = 1234
+        await wait_until(pilot, lambda: app.state.load.data["sent"] == 1234, what="the load status")
         await pilot.press("l")  # running: no form, straight to the confirmation
         assert "1234 requests sent so far" in (await confirm_screen(pilot)).question
         await pilot.press("y")
         await wait_until(pilot, lambda: "load stopped" in main_text(app, "#result"), what="stopped")
-        assert fake_api.writes == [Write("POST", "/api/v1/load/stop", None, BEARER)]
+        assert fake_api.writes == [
+            Write("POST", "/api/v1/load/start", start, BEARER),
+            Write("POST", "/api/v1/load/stop", None, BEARER)]
 
 
 async def test_chaos_experiment_is_started_and_watched_to_its_verdict(

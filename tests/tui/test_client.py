@@ -66,7 +66,15 @@ async def test_token_trouble_is_a_clear_error(fake_api: FakeOperatorAPI, tmp_pat
     empty_file = tmp_path / "empty"
     empty_file.write_text("\n")
     empty = OperatorClient(fake_api.url, empty_file)
+    wrong_file = tmp_path / "wrong"
+    wrong_file.write_text("not-the-token\n")
+    wrong = OperatorClient(fake_api.url, wrong_file)
     try:
+        with pytest.raises(ApiError, match="HTTP 401: send the operator token") as info:
+            await wrong.retrain("xgboost", "test")
+        assert info.value.field == "Authorization"
+        assert fake_api.writes[-1].authorization == "Bearer not-the-token"
+        fake_api.writes.clear()
         assert (await missing.status())["frozen"] is False  # reads need no token
         with pytest.raises(TokenError, match=r"no operator token at .*operator-token: start the control"):
             await missing.freeze()
@@ -74,8 +82,8 @@ async def test_token_trouble_is_a_clear_error(fake_api: FakeOperatorAPI, tmp_pat
             await empty.freeze()
         assert fake_api.writes == []
     finally:
-        await missing.close()
-        await empty.close()
+        for client in (missing, empty, wrong):
+            await client.close()
 
 
 async def test_nothing_listening_is_unreachable_and_the_poller_keeps_the_last_data(

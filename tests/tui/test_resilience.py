@@ -26,7 +26,7 @@ async def test_unreachable_then_recovers_then_goes_away_and_comes_back(token_fil
         await wait_until(pilot, lambda: "API unreachable — retrying" in main_text(app, "#connection"),
                          what="the unreachable state")
         banner = app.main.query_one("#banner")
-        assert banner.display and "control plane unreachable — retrying every 0.2 s" in text_of(banner)
+        assert banner.display and "control plane unreachable — retrying every 0.5 s" in text_of(banner)
 
         fake = await FakeOperatorAPI(port=port).start()  # the control plane comes up
         try:
@@ -98,29 +98,29 @@ async def test_the_api_error_message_is_shown(fake_api: FakeOperatorAPI, token_f
         assert "decision #9 operator set_weights -> xDS v43 nack (edge=nack)" in result
 
 
-async def test_a_wrong_token_shows_the_apis_401_message(fake_api: FakeOperatorAPI, tmp_path: Path) -> None:
-    wrong = tmp_path / "token"
-    wrong.write_text("not-the-token\n")
-    app = console(fake_api.url, wrong)
-    async with app.run_test(size=(100, 30)) as pilot:
+async def test_answers_of_unexpected_shape_never_break_the_console(
+        fake_api: FakeOperatorAPI, token_file: Path) -> None:
+    """A colleague's endpoint in the making may answer anything; the panes degrade, the console lives."""
+    fake_api.overrides.update({
+        "/api/v1/models": ["fraud-xgboost", 3],
+        "/api/v1/canary": {"xgboost": "canary", "pytorch": {"verdicts": "pass"}},
+        "/api/v1/drift": "no reports",
+        "/api/v1/traffic/summary": {"history": "soon", "clusters": [1, 2], "rps": "fast"},
+        "/api/v1/chaos/experiments": {"experiments": [1, {"title": "no name"}]},
+        "/api/v1/load": [],
+        "/api/v1/decisions": {"decisions": [{"seq": "x"}, 7], "last_seq": "many"},
+    })
+    app = console(fake_api.url, token_file)
+    async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
-        await fill_and_submit(pilot, await open_form(pilot, "r"), {})
-        await confirm_screen(pilot)
-        await pilot.press("y")
-        await wait_until(pilot, lambda: "✖" in main_text(app, "#result"), what="the error")
-        assert "HTTP 401: send the operator token" in main_text(app, "#result")
-        assert fake_api.writes[0].authorization == "Bearer not-the-token"
-
-
-async def test_a_missing_token_file_says_where_it_looked_and_sends_nothing(
-        fake_api: FakeOperatorAPI, tmp_path: Path) -> None:
-    app = console(fake_api.url, tmp_path / "nowhere" / "operator-token")
-    async with app.run_test(size=(100, 30)) as pilot:
-        await loaded(pilot)
-        await fill_and_submit(pilot, await open_form(pilot, "m"), {})
-        await confirm_screen(pilot)
-        await pilot.press("y")
-        await wait_until(pilot, lambda: "✖" in main_text(app, "#result"), what="the error")
-        assert "no operator token at" in main_text(app, "#result")
-        assert "meshctl up" in main_text(app, "#result")
-    assert fake_api.writes == []
+        for key in "1234567":
+            await pilot.press(key)
+            await pilot.pause(0.1)
+        await pilot.pause(0.6)  # another poll and draw
+        assert app.internal_errors == []
+        fake_api.overrides["/api/v1/status"] = ["not", "an", "object"]
+        await wait_until(pilot, lambda: app.state.status.state == "error", what="the bad status")
+        await pilot.pause(0.3)
+        notice = app.main.query_one("#overview-pane").query_one(Notice)
+        assert "not an object" in text_of(notice)
+        assert app.internal_errors == []

@@ -36,9 +36,10 @@ def after_first_poll(*keys: str) -> Callable[[Any], Any]:
     return run_before
 
 
-@pytest.mark.parametrize("size", SIZES)
-@pytest.mark.parametrize("pane", ["1", "2", "3", "4", "7"], ids=["overview", "charts", "drift", "models",
-                                                                    "ledger"])
+@pytest.mark.parametrize(("pane", "size"), [
+    pytest.param(key, size.values[0], id=f"{name}-{size.id}")
+    for key, name in (("1", "overview"), ("2", "charts"), ("3", "drift"), ("4", "models"), ("7", "ledger"))
+    for size in SIZES])
 def test_pane_layout(snap_compare: Any, fake_api_thread: FakeOperatorAPI, token_file: Path,
                      pane: str, size: tuple[int, int]) -> None:
     app = console(fake_api_thread.url, token_file, poll=ONE_POLL)
@@ -55,8 +56,3 @@ def test_help_lists_every_binding(snap_compare: Any, fake_api_thread: FakeOperat
                                   token_file: Path) -> None:
     app = console(fake_api_thread.url, token_file, poll=ONE_POLL)
     assert snap_compare(app, terminal_size=(80, 24), run_before=after_first_poll("question_mark"))
-
-
-def test_weights_form(snap_compare: Any, fake_api_thread: FakeOperatorAPI, token_file: Path) -> None:
-    app = console(fake_api_thread.url, token_file, poll=ONE_POLL)
-    assert snap_compare(app, terminal_size=(80, 24), run_before=after_first_poll("w"))

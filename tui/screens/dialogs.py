@@ -41,6 +41,7 @@ class FormScreen(ModalScreen[dict[str, Any] | None]):
         self.fields = fields
         self.check = check
         self._touched: set[str] = set()
+        self._ready = False
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -94,6 +95,22 @@ class FormScreen(ModalScreen[dict[str, Any] | None]):
                 if isinstance(other, Input):
                     other.value = f"{round(1 - float(value), 6):g}"
         self.query_one("#form-error", Static).update("")
+
+    def on_mount(self) -> None:
+        # Selects announce their initial value while mounting; only later changes are the user's.
+        self.call_after_refresh(self._listen)
+
+    def _listen(self) -> None:
+        self._ready = True
+
+    @on(Select.Changed)
+    def _picked(self, event: Select.Changed) -> None:
+        if self._ready:  # the user chose: once the list has closed, on to the next field (or OK)
+            self.call_after_refresh(self._next_after, event.select)
+
+    def _next_after(self, select: Select[str]) -> None:
+        if self.focused is select:
+            self.focus_next()
 
     @on(Input.Submitted)
     @on(Button.Pressed, "#ok")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
@@ -34,6 +35,9 @@ PANES: tuple[tuple[str, str, type[Pane]], ...] = (
 
 
 class MainScreen(Screen[None]):
+    class Ready(Message):
+        """The panes exist: the app may start drawing into them."""
+
     BINDINGS = [
         Binding("question_mark", "help", "Help", key_display="?"),
         *(Binding(str(i), f"show_pane('{pane_id}')", title, show=False)
@@ -66,6 +70,9 @@ class MainScreen(Screen[None]):
                     yield pane_cls(id=f"{pane_id}-pane")
         yield Static(id="result")
         yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.app.post_message(self.Ready())
 
     # ---- drawing --------------------------------------------------------------------------
     def show(self, state: MeshState, feed: EventFeed, interval: float) -> None:

@@ -29,7 +29,7 @@ def feed_header(feed: EventFeed, url: str | None) -> Text:
 def event_text(line: EventLine) -> Text:
     text = Text()
     text.append(f"{line.ts} ", style="dim")
-    text.append(f"{line.subject:<22} ", style="bold")
+    text.append(f"{line.subject.removeprefix('mesh.'):<17} ", style="bold")
     text.append(line.text, style=line.style)
     return text
 
@@ -37,7 +37,7 @@ def event_text(line: EventLine) -> Text:
 class EventLogPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static(id="feed-head")
-        yield RichLog(id="event-log", max_lines=1000, wrap=False, markup=False, auto_scroll=True)
+        yield RichLog(id="event-log", max_lines=1000, wrap=True, markup=False, auto_scroll=True)
 
     def refresh_feed(self, feed: EventFeed, url: str | None) -> None:
         """Append what arrived since the last call; redraw the header."""

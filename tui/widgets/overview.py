@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -76,6 +77,12 @@ def summary_text(status: dict[str, Any]) -> Text:
                 else "bold black on green")
     text.append(f"  snapshot v{pick(status, 'snapshot_version', 'version', default='?')}"
                 f" (last good v{status.get('last_good_version', '?')})")
+    shadow = intent.get("shadow")
+    if isinstance(shadow, dict):
+        text.append(f"  shadow {pct(shadow.get('fraction'), 1)} → {shadow.get('model')}-challenger",
+                    style="magenta")
+    else:
+        text.append("  shadow off", style="dim")
     pins = intent.get("pins") or {}
     if pins:
         text.append("  pins " + ", ".join(f"{k}=v{v}" for k, v in sorted(pins.items())), style="cyan")
@@ -123,7 +130,7 @@ class OverviewPane(Pane):
             if name in pins:
                 champion = f"{champion} (pin v{pins[name]})" if champion != "-" else f"pin v{pins[name]}"
             rows.append((name, [
-                name,
+                Text.assemble(name, (f" :{_port(svc.get('url'))}", "dim")) if _port(svc.get("url")) else name,
                 Text("up", style="green") if svc.get("healthy") else Text("down", style="bold red"),
                 Text("EJECTED", style="bold red") if out else Text("in", style="green"),
                 pct(effective.get(name), 1) if name in effective else "fallback",
@@ -144,6 +151,13 @@ class OverviewPane(Pane):
                 f"v{st['acked_version']}" if st.get("acked_version") else "-",
                 str(st.get("error") or "")]))
         return rows
+
+
+def _port(url: Any) -> int | None:
+    try:
+        return urlsplit(str(url)).port if url else None
+    except ValueError:
+        return None
 
 
 def _v(version: Any) -> str:
