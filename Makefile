@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup run test lint soak bench clean down
+.PHONY: setup run test lint soak bench bench-quick clean down
 
 setup:
 	@bash scripts/setup-venv.sh
@@ -27,6 +27,9 @@ soak: setup
 
 bench: setup
 	@$(PY) -m bench.run_all
+
+bench-quick: setup
+	@$(PY) -m bench.run_all --quick
 
 clean:
 	rm -rf .mesh .pytest_cache build *.egg-info
