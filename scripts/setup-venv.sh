@@ -8,6 +8,7 @@ PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null 2>&1 || PY=python3
 stamp="$VENV/.setup-stamp"
 want=$(cat pyproject.toml scripts/setup-venv.sh | sha256sum | cut -d' ' -f1)
+bash scripts/setup-system.sh
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$VENV/bin/python" ]; then
   exit 0
 fi
@@ -16,7 +17,7 @@ echo "==> setting up $VENV (first run takes about two minutes)"
 pip="$VENV/bin/python -m pip"
 # pip on this kind of machine warns once per package about a missing local index; hide only that.
 quiet_pip() { grep -v -E "^WARNING: Location .* is ignored|BuildBackendWarning|^\s*(!!|\*+|corresp|with strategy|Please|By 20|See https|or your builds|name as your package|\*{5,})" || true; }
-$pip install --quiet --upgrade pip setuptools wheel
+$pip install --quiet --upgrade pip setuptools wheel 2>&1 | quiet_pip
 # Phase 1: the service stack. xds-protos overwrites some opentelemetry/google protos ...
 echo "==> phase 1/2: service stack (Envoy, NATS, gRPC, aiohttp, Textual)"
 $pip install --quiet -e ".[dev]" 2>&1 | quiet_pip
