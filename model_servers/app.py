@@ -30,7 +30,7 @@ from model_servers.model_events import ModelEventListener
 from model_servers.oip import OipHandlers
 from model_servers.predict import MAX_BODY_BYTES, PredictHandlers, json_response, too_large_error
 from model_servers.prediction_log import PredictionLog
-from model_servers.slots import CHAMPION, Model, ModelSlots
+from model_servers.slots import Model, ModelSlots
 
 log = logging.getLogger(__name__)
 
@@ -238,4 +238,4 @@ def extras_of(app: web.Application) -> dict[str, Any]:
     return app[_EXTRAS]
 
 
-__all__ = ["CHAMPION", "CTX", "context_of", "create_app", "extras_of"]
+__all__ = ["CTX", "context_of", "create_app", "extras_of"]
