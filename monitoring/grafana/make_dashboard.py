@@ -5,7 +5,8 @@
 Row 1 holds the seed's ten panels (seed 000: gateway RPS by model version, latency percentiles,
 error rate, traffic distribution, active requests, service health, XGBoost and PyTorch latency,
 prediction classes, fallback usage); row 2 the self-healing machinery (xDS push -> ACK, NACKs,
-decisions, snapshot convergence, Envoy nodes, ejections, failover, load shedding, event loss).
+decisions, snapshot convergence, Envoy nodes, ejections, failover, load shedding, event loss, and
+the healing loop: detect -> ACK time, changes, held-back proposals, services judged sick).
 tests/unit/test_monitoring.py checks that the JSON is this script's output and that every metric
 a query names exists (project code or tests/data/envoy_metric_names.txt).
 """
@@ -135,7 +136,27 @@ def healing_panels() -> list[Panel]:
         "1": {"text": "connected", "color": "green", "index": 1}}}]
     nodes["options"] = {"colorMode": "background", "graphMode": "none", "textMode": "value_and_name",
                         "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+    sick = panel("stat", "Judged sick by the healing loop", "1 while the reconciler judges the service "
+                 "sick (after hysteresis and dwell time) and keeps it ejected.",
+                 [target("max by (service) (mesh_service_sick)", "{{service}}", instant=True)])
+    sick["fieldConfig"]["defaults"]["mappings"] = [{"type": "value", "options": {
+        "0": {"text": "healthy", "color": "green", "index": 0},
+        "1": {"text": "sick", "color": "red", "index": 1}}}]
+    sick["options"] = nodes["options"]
+    detect = "sum by (le) (rate(mesh_healing_detect_to_ack_seconds_bucket[$__rate_interval]))"
     return [
+        timeseries("Healing: detect -> ACK", "From the healing round that judged a service sick (or "
+                   "healthy again) to the routing change ACKed by every Envoy.",
+                   [target(f"histogram_quantile({q}, {detect})", f"P{int(q * 100)}") for q in (0.5, 0.99)],
+                   unit="s"),
+        timeseries("Healing: changes and held-back proposals", "Ejections and restores the reconciler "
+                   "applied, and proposals it held back (cooldown, budget, freeze, chaos lock...).",
+                   [target("sum by (service, action) "
+                           "(increase(mesh_healing_changes_total[$__rate_interval]))",
+                           "{{action}} {{service}}"),
+                    target("sum by (why) (increase(mesh_healing_suppressed_total[$__rate_interval]))",
+                           "held back: {{why}}")], bars=True),
+        sick,
         timeseries("xDS push -> ACK latency", "Time from pushing a resource to a node until it ACKed "
                    "it, per resource type (alert XdsPushSlow: P99 > 1 s).",
                    [target(f"histogram_quantile({q}, {ack})", f"P{int(q * 100)} {{{{type}}}}")

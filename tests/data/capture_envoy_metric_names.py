@@ -36,6 +36,8 @@ TXN = {"amount": 1500.0, "merchant_category": 7, "hour_of_day": 2, "day_of_week"
        "distance_from_home": 150.0, "distance_from_last_txn": 80.0, "is_foreign": 1,
        "velocity_last_1h": 5, "velocity_last_24h": 12, "avg_amount_last_7d": 200.0, "card_age_days": 15}
 NAME = re.compile(r"^# TYPE (envoy_[a-zA-Z0-9_:]+) (\w+)$")
+SAMPLE = re.compile(r"^(envoy_[a-zA-Z0-9_:]+)(?:\{(.*)\})? ")
+LABEL = re.compile(r'(\w+)="')
 
 
 def _get(url: str) -> str:
@@ -53,9 +55,19 @@ def _post(url: str, body: dict[str, object]) -> int:
         return exc.code
 
 
-def names_of(exposition: str) -> dict[str, str]:
-    """Metric family name -> type, from the `# TYPE` lines of a Prometheus text exposition."""
-    return {m.group(1): m.group(2) for line in exposition.splitlines() if (m := NAME.match(line))}
+def names_of(exposition: str) -> dict[str, tuple[str, set[str]]]:
+    """Metric family name -> (type, label names), from a Prometheus text exposition."""
+    families: dict[str, tuple[str, set[str]]] = {}
+    for line in exposition.splitlines():
+        if m := NAME.match(line):
+            families.setdefault(m.group(1), (m.group(2), set()))
+        elif m := SAMPLE.match(line):
+            name = m.group(1)
+            if name not in families:
+                name = re.sub(r"_(bucket|sum|count)$", "", name)
+            if name in families:
+                families[name][1].update(k for k in LABEL.findall(m.group(2) or "") if k != "le")
+    return families
 
 
 def main() -> int:
@@ -73,12 +85,13 @@ def main() -> int:
             time.sleep(0.5)
         statuses = [_post(f"{edge}/api/v1/predict", TXN) for _ in range(100)]
         _get(f"{edge}/api/v1/status")
-        time.sleep(2)  # let Envoy flush its histograms
-        found: dict[str, str] = {}
+        time.sleep(6)  # let Envoy flush its histograms (stats flush interval: 5 s)
+        found: dict[str, tuple[str, set[str]]] = {}
         raw_dir = os.environ.get("CAPTURE_RAW_DIR")  # keep the full expositions to study labels
         for admin in ("edge_admin", "sidecar_admin_heuristic"):
             text = _get(f"http://127.0.0.1:{ports[admin]}/stats/prometheus")
-            found.update(names_of(text))
+            for name, (kind, labels) in names_of(text).items():
+                found.setdefault(name, (kind, set()))[1].update(labels)
             if raw_dir:
                 Path(raw_dir, f"{admin}.prom").write_text(text)
         if raw_dir:
@@ -89,11 +102,13 @@ def main() -> int:
         version = m.group(1) if (m := re.search(r"/(\d+\.\d+\.\d+)/", raw)) else "unknown"
     finally:
         subprocess.run([*meshctl, "down"], cwd=REPO, env=env, check=False, timeout=60)
-    header = [f"# Envoy {version} /stats/prometheus metric names (edge + sidecar), one per line: name type.",
+    header = [f"# Envoy {version} /stats/prometheus metric names (edge + sidecar), one per line:",
+              "# name type label,label (label names seen on its samples; `le` left out).",
               "# Regenerate: .venv/bin/python tests/data/capture_envoy_metric_names.py",
               f"# Captured after {len(statuses)} predictions (status counts "
               f"{ {s: statuses.count(s) for s in sorted(set(statuses))} }) with xgboost/pytorch down."]
-    OUT.write_text("\n".join([*header, *(f"{n} {t}" for n, t in sorted(found.items()))]) + "\n")
+    rows = [f"{n} {t} {','.join(sorted(labels)) or '-'}" for n, (t, labels) in sorted(found.items())]
+    OUT.write_text("\n".join([*header, *rows]) + "\n")
     print(f"wrote {len(found)} names to {OUT}")
     return 0
 
