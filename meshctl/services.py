@@ -165,6 +165,12 @@ SERVICES: list[ServiceSpec] = [
         disabled_hint="control_plane.xds is not installed yet"),
     *(_model_server(k) for k in ("xgboost", "pytorch", "heuristic")),
     *(_sidecar(k) for k in ("xgboost", "pytorch", "heuristic")),
+    ServiceSpec(
+        name="workers", argv=lambda s: [sys.executable, "-m", "control_plane.workers"], ports=(),
+        python=True, stage=3, probes=lambda s: [],  # no listener: alive is ready
+        enabled=lambda s: module_exists("control_plane.workers") and any(
+            champion_registered(s, k) for k in ("xgboost", "pytorch")),
+        disabled_hint="drift detector + retrain worker: needs a registered model (`meshctl train`)"),
 ]
 
 

@@ -1,0 +1,345 @@
+"""RetrainWorker: a drift report (or an operator request) in, a gated `challenger` (or a reasoned no) out.
+
+Triggers: a `DriftReport` with level `retrain` on `mesh.drift.<kind>`, and `RetrainRequested` on
+`mesh.retrain.requested` (operator, `POST /api/v1/retrain`). Drift triggers are rationed: at most
+`budget_per_hour` runs per kind per rolling hour and `cooldown_s` between two runs of one kind;
+an operator request skips the cooldown but not a run already in progress.
+
+One run (stages published as `RetrainProgress` on `mesh.retrain.progress`):
+1. collect: recent logged features of the kind joined with delayed labels (`retrain_data`).
+   Not enough labels (`min_labelled` rows with `min_positives` frauds)? Wait for the label feed,
+   publishing "waiting for labels: n/min", for at most `label_wait_s`; then give up. Never generate
+   rows of the drifted distribution: that would be training on the answer.
+2. train: `training.pipeline.train_one` on recent (minus holdout) + a reference sample, in a thread.
+3. evaluate: candidate and champion on the out-of-time holdout; ONNX one-row p99; `retrain_gates`.
+4. register (only now, one registry call) as `challenger` and publish `ModelRegistered` on
+   `mesh.model.registered` with the metrics and the trigger id. A worker killed before this step
+   leaves nothing in the registry.
+Every outcome is a `Decision` (actor `retrain`) published on `mesh.retrain.decision`; the control
+plane appends it to its ledger (the ledger has one writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from control_plane.healing.retrain_data import (
+    RecentRows,
+    fetch_recent,
+    reference_sample,
+    split_recent,
+    training_set,
+)
+from control_plane.healing.retrain_gates import GateConfig, GateVerdict, judge_candidate
+from data_plane.contracts import subjects
+from data_plane.contracts.events import (
+    Decision,
+    DriftReport,
+    ModelRegistered,
+    RetrainProgress,
+    RetrainRequested,
+)
+from data_plane.eventbus import EventBus
+from data_plane.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRAIN_DECISION = "mesh.retrain.decision"  # Decisions the control plane appends to its ledger
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    lookback_s: float = 900.0
+    min_labelled: int = 2000
+    min_positives: int = 30
+    holdout_fraction: float = 0.25
+    reference_rows: int = 20_000
+    budget_per_hour: int = 3
+    cooldown_s: float = 300.0
+    label_wait_s: float = 300.0
+    label_poll_s: float = 5.0
+    latency_rows: int = 2000
+    seed: int = 0
+    gates: GateConfig = field(default_factory=GateConfig)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RetrainConfig:
+        """`MESH_RETRAIN_<FIELD>` overrides (e.g. MESH_RETRAIN_COOLDOWN_S=5); gates: MESH_GATE_*."""
+        env = os.environ if env is None else env
+        kw: dict[str, Any] = {}
+        for name, f in cls.__dataclass_fields__.items():
+            raw = env.get(f"MESH_RETRAIN_{name.upper()}")
+            if raw and name != "gates":
+                kw[name] = int(float(raw)) if f.type in ("int", int) else float(raw)
+        return cls(**kw, gates=GateConfig.from_env(env))
+
+
+class RetrainBudget:
+    """At most `per_hour` runs per kind in any rolling hour, `cooldown_s` apart (fake-clock friendly)."""
+
+    def __init__(self, per_hour: int, cooldown_s: float, clock: Clock = time.monotonic) -> None:
+        self.per_hour, self.cooldown_s, self.clock = per_hour, cooldown_s, clock
+        self._runs: dict[str, deque[float]] = {}
+
+    def refusal(self, kind: str, *, operator: bool = False) -> str | None:
+        """Why a run of `kind` may not start now (None: it may)."""
+        now = self.clock()
+        runs = self._runs.setdefault(kind, deque())
+        while runs and now - runs[0] >= 3600:
+            runs.popleft()
+        if not operator and runs and now - runs[-1] < self.cooldown_s:
+            return f"cooldown: last run {now - runs[-1]:.0f}s ago (< {self.cooldown_s:g}s)"
+        if len(runs) >= self.per_hour:
+            return f"budget: {len(runs)} runs in the last hour (max {self.per_hour})"
+        return None
+
+    def record(self, kind: str) -> None:
+        self._runs.setdefault(kind, deque()).append(self.clock())
+
+
+def onnx_p99_ms(onnx_path: Path, rows: np.ndarray) -> float:
+    """p99 of one-row ONNX scoring (the serving path's call) over `rows`, in ms."""
+    from data_plane.scoring import OnnxScorer
+
+    scorer = OnnxScorer(onnx_path)
+    for row in rows[:50]:  # warm-up
+        scorer.predict_one(row.tolist())
+    times = []
+    for row in rows:
+        values = row.tolist()
+        t = time.perf_counter()
+        scorer.predict_one(values)
+        times.append(time.perf_counter() - t)
+    return float(np.percentile(np.asarray(times) * 1000.0, 99))
+
+
+def score_champion(settings: Settings, kind: str, holdout_x: np.ndarray, holdout_y: np.ndarray
+                   ) -> tuple[str, dict[str, float], dict[str, str]] | None:
+    """(version, holdout metrics at the champion's own threshold, params), or None without one."""
+    from data_plane.contracts.errors import ModelNotFoundError
+    from data_plane.registry import Registry
+    from data_plane.scoring import OnnxScorer
+    from training.evaluate import evaluate
+
+    try:
+        loaded = Registry(settings).fetch(kind, "champion")
+    except ModelNotFoundError:
+        return None
+    scores = OnnxScorer(loaded.onnx_path).predict(holdout_x)
+    threshold = loaded.threshold if loaded.threshold is not None else settings.fraud_threshold
+    return loaded.version, evaluate(holdout_y, scores, threshold), dict(loaded.params)
+
+
+@dataclass
+class RunOutcome:
+    kind: str
+    registered_version: str | None
+    verdict: GateVerdict | None
+    reason: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+class RetrainWorker:
+    """Consumes triggers from NATS and runs one retrain per kind at a time (module docstring)."""
+
+    def __init__(self, settings: Settings, config: RetrainConfig | None = None,
+                 bus: EventBus | None = None, clock: Clock = time.monotonic) -> None:
+        self.settings = settings
+        self.config = config or RetrainConfig.from_env()
+        self.bus = bus or EventBus(settings.nats_url, "retrain-worker")
+        self._own_bus = bus is None
+        self.budget = RetrainBudget(self.config.budget_per_hour, self.config.cooldown_s, clock)
+        self.running: dict[str, asyncio.Task[RunOutcome]] = {}
+        self.outcomes: list[RunOutcome] = []
+        self._nc: Any = None
+        self._subs: list[Any] = []
+        self._last_progress = 0.0
+
+    # ---- wiring -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        import nats
+
+        if self._own_bus:
+            await self.bus.start()
+        delay = 0.2
+        while self._nc is None:  # meshctl starts NATS first, but a restart may race it
+            try:
+                self._nc = await nats.connect(self.settings.nats_url, name="retrain-worker",
+                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                                              connect_timeout=2)
+            except Exception as exc:
+                log.debug("retrain: nats connect failed: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 2.0)
+        self._subs = [await self._nc.subscribe("mesh.drift.*", cb=self._on_drift),
+                      await self._nc.subscribe(subjects.RETRAIN_REQUESTED, cb=self._on_request)]
+
+    async def stop(self) -> None:
+        for task in self.running.values():
+            task.cancel()
+        if self.running:
+            await asyncio.wait(list(self.running.values()), timeout=5)
+        if self._nc is not None:
+            try:
+                await self._nc.drain()
+            except Exception as exc:
+                log.debug("retrain: nats drain: %s", exc)
+        if self._own_bus:
+            await self.bus.close()
+
+    async def _on_drift(self, msg: Any) -> None:
+        try:
+            report = msgspec.json.decode(msg.data, type=DriftReport)
+        except msgspec.MsgspecError:
+            return
+        if report.level == "retrain":
+            self.trigger(report.model, "drift", report.id, numbers={"max_psi": report.max_psi})
+
+    async def _on_request(self, msg: Any) -> None:
+        try:
+            req = msgspec.json.decode(msg.data, type=RetrainRequested)
+        except msgspec.MsgspecError:
+            return
+        self.trigger(req.model, req.reason or "operator", req.id, operator=req.reason != "drift")
+
+    # ---- triggering -------------------------------------------------------------------------------
+    def trigger(self, kind: str, reason: str, trigger_id: str, *, operator: bool = False,
+                numbers: Mapping[str, float] | None = None) -> bool:
+        """Start a run for `kind` unless one runs or the budget refuses (then a ledger entry says why)."""
+        from data_plane.registry import MODEL_NAMES
+
+        if kind not in MODEL_NAMES:
+            return False
+        if kind in self.running:
+            return False  # a report per window while a run is busy: not worth a ledger line each
+        refusal = self.budget.refusal(kind, operator=operator)
+        if refusal is not None:
+            self._decide(kind, "retrain_skipped", "retrain_budget", f"{reason} trigger for {kind} "
+                         f"not acted on: {refusal}", trigger_id, dict(numbers or {}))
+            return False
+        self.budget.record(kind)
+        task = asyncio.create_task(self.run(kind, reason, trigger_id), name=f"retrain-{kind}")
+        self.running[kind] = task
+        task.add_done_callback(lambda _t: self.running.pop(kind, None))
+        return True
+
+    # ---- one run ----------------------------------------------------------------------------------
+    async def run(self, kind: str, reason: str, trigger_id: str) -> RunOutcome:
+        """collect -> train -> evaluate -> register (see the module docstring)."""
+        started = time.monotonic()
+        try:
+            recent = await self._collect(kind)
+            if recent is None:
+                return self._finish(RunOutcome(kind, None, None, "insufficient_labels"), trigger_id,
+                                    f"gave up after {self.config.label_wait_s:g}s: too few labelled "
+                                    "recent rows")
+            outcome = await asyncio.to_thread(self._train_and_judge, kind, recent, trigger_id)
+        except asyncio.CancelledError:
+            self._progress(kind, "cancelled", 1.0, "worker stopped; nothing registered")
+            raise
+        except Exception as exc:
+            log.exception("retrain of %s failed", kind)
+            return self._finish(RunOutcome(kind, None, None, "error"), trigger_id, f"failed: {exc}")
+        outcome.numbers["duration_s"] = time.monotonic() - started
+        if outcome.registered_version is not None:
+            self.bus.publish(subjects.MODEL_REGISTERED, ModelRegistered(
+                model=kind, version=outcome.registered_version, alias="challenger",
+                metrics={k: v for k, v in outcome.numbers.items()}, trigger_id=trigger_id))
+        return self._finish(outcome, trigger_id, outcome.reason)
+
+    async def _collect(self, kind: str) -> RecentRows | None:
+        c = self.config
+        deadline = time.monotonic() + c.label_wait_s
+        while True:
+            self._progress(kind, "collect", 0.0, "reading recent predictions and labels")
+            recent = await fetch_recent(self._nc, kind, c.lookback_s, time.time())
+            if len(recent) >= c.min_labelled and recent.positives >= c.min_positives:
+                self._progress(kind, "collect", 1.0, f"{len(recent)} labelled rows "
+                               f"({recent.positives} fraud) of {recent.predictions_seen} predictions")
+                return recent
+            self._progress(kind, "collect", min(1.0, len(recent) / c.min_labelled),
+                           f"waiting for labels: {len(recent)}/{c.min_labelled} rows, "
+                           f"{recent.positives}/{c.min_positives} fraud")
+            if time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(c.label_poll_s)
+
+    def _train_and_judge(self, kind: str, recent: RecentRows, trigger_id: str) -> RunOutcome:
+        """Blocking part (a worker thread): train, evaluate, gate, register."""
+        import tempfile
+
+        from training.evaluate import evaluate
+        from training.pipeline import register_trained, train_one
+
+        c = self.config
+        recent_train, holdout = split_recent(recent, c.holdout_fraction)
+        champ = score_champion(self.settings, kind, holdout.features, holdout.labels)
+        params = champ[2] if champ else {}
+        reference = reference_sample(params, min(c.reference_rows, max(5000, 2 * len(recent_train))), c.seed)
+        data = training_set(recent_train, reference, c.seed)
+        self._progress(kind, "train", 0.0, f"{len(data)} rows ({len(recent_train)} recent)")
+        with tempfile.TemporaryDirectory(prefix=f"retrain-{kind}-", dir=self.settings.data_dir) as tmp:
+            trained = train_one(kind, data, seed=c.seed, workdir=Path(tmp),
+                                progress=lambda stage, f: self._progress(kind, "train", f, stage))
+            self._progress(kind, "evaluate", 0.0, f"holdout of {len(holdout)} recent rows")
+            from data_plane.scoring import OnnxScorer
+
+            cand_scores = OnnxScorer(trained.onnx_path).predict(holdout.features)
+            cand = evaluate(holdout.labels, cand_scores, trained.metrics["threshold"])
+            p99 = onnx_p99_ms(trained.onnx_path, holdout.features[: c.latency_rows])
+            verdict = judge_candidate(cand, champ[1] if champ else None, p99, c.gates)
+            numbers = {**{f"candidate_{k}": v for k, v in cand.items()},
+                       **({f"champion_{k}": v for k, v in champ[1].items()} if champ else {}),
+                       **verdict.numbers(), "recent_rows": float(len(recent)),
+                       "holdout_rows": float(len(holdout)), "train_rows": float(len(data))}
+            self._progress(kind, "evaluate", 1.0, verdict.summary())
+            if not verdict.passed:
+                return RunOutcome(kind, None, verdict, f"candidate rejected: {verdict.summary()}", numbers)
+            self._progress(kind, "register", 0.0, "registering as challenger")
+            # Holdout metrics are what the canary and the console should see for this version.
+            trained.metrics.update({k: v for k, v in cand.items()})
+            from data_plane.registry import Registry
+
+            mv = register_trained(Registry(self.settings), trained, data.fingerprint(), alias="challenger")
+            self._progress(kind, "register", 1.0, f"{mv.label} is the challenger")
+            return RunOutcome(kind, mv.version, verdict, f"{mv.label} registered as challenger: "
+                              f"{verdict.summary()}", {**numbers, "version": float(mv.version)})
+
+    # ---- reporting --------------------------------------------------------------------------------
+    def _finish(self, outcome: RunOutcome, trigger_id: str, reason: str) -> RunOutcome:
+        self.outcomes.append(outcome)
+        action = "register_challenger" if outcome.registered_version else "retrain_rejected"
+        rule = "retrain_gates" if outcome.verdict is not None else outcome.reason
+        self._progress(outcome.kind, "done", 1.0, reason)
+        self._decide(outcome.kind, action, rule, reason, trigger_id, outcome.numbers)
+        log.info("retrain %s: %s", outcome.kind, reason)
+        return outcome
+
+    def _decide(self, kind: str, action: str, rule: str, reason: str, trigger_id: str,
+                numbers: Mapping[str, float]) -> None:
+        self.bus.publish(RETRAIN_DECISION, Decision(
+            actor="retrain", action=action, rule=rule, reason=f"{kind}: {reason}"[:1000],
+            trigger_ids=[trigger_id], numbers={k: float(v) for k, v in numbers.items()}))
+
+    def _progress(self, kind: str, stage: str, fraction: float, message: str) -> None:
+        # Called from the training thread too: EventBus.publish only appends to a deque. The
+        # trainers report every boosting round / epoch: at most one of those per 0.5 s goes out.
+        now = time.monotonic()
+        if stage == "train" and 0.0 < fraction < 1.0 and now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+        self.bus.publish(subjects.RETRAIN_PROGRESS, RetrainProgress(model=kind, stage=stage,
+                                                                    fraction=float(fraction),
+                                                                    message=message[:500]))
