@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import time
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -39,3 +42,14 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def is_loopback_host(host: str) -> bool:
+    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1), bracketed or not."""
+    name = host.strip("[]").lower()
+    if name in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

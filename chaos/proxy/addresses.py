@@ -41,16 +41,6 @@ def format_addr(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def is_loopback(host: str) -> bool:
-    """True for literal loopback addresses (127.0.0.0/8, ::1) and ``localhost``."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def resolve_listen(addr: str) -> tuple[str, int]:
     """The loopback (host, port) to bind for a proxy listen address, or a ListenAddressError."""
     if addr == "":

@@ -8,11 +8,12 @@ from types import TracebackType
 
 from aiohttp import web
 
-from chaos.proxy.addresses import format_addr, is_loopback
+from chaos.proxy.addresses import format_addr
 from chaos.proxy.api import build_app
 from chaos.proxy.collection import ProxyCollection
 from chaos.proxy.errors import ApiError, FaultProxyConfigError
 from chaos.proxy.jsonbody import decode_body
+from data_plane.netutil import is_loopback_host as is_loopback
 
 log = logging.getLogger(__name__)
 

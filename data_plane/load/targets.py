@@ -6,11 +6,11 @@ Load is a weapon pointed at a URL: by default it may only point at this machine
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from data_plane.contracts.errors import MeshError
+from data_plane.netutil import is_loopback_host
 
 # Upper bounds for any single run (the CLI, the console and the benchmarks share them).
 MAX_DURATION_S = 3600.0
@@ -21,7 +21,6 @@ MAX_CARDS = 100_000
 MAX_TIMEOUT_S = 120.0
 MAX_OUTSTANDING = 65_536
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.", "ip6-localhost"})
 
 
 class LoadTargetError(MeshError):
@@ -36,17 +35,6 @@ class Target:
     host: str
     port: int
     loopback: bool
-
-
-def is_loopback_host(host: str) -> bool:
-    """True for ``localhost`` and any loopback address (127.0.0.0/8, ::1)."""
-    name = host.strip("[]").lower()
-    if name in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def check_target(url: str, *, allow_remote: bool = False) -> Target:
