@@ -74,11 +74,11 @@ def evaluate(sig: ServiceSignal, policy: HealthPolicy, seen_up: bool) -> Evidenc
     definite = sig.probe_kind in ("refused", "not_ready") or sig.probe_failures >= policy.timeout_failures
     if seen_up and sig.reachable is False and definite:
         return Evidence("sick", "unreachable",
-                        f"{sig.service} is unreachable ({sig.probe_error}; "
+                        f"unreachable ({sig.probe_error}; "
                         f"{sig.probe_failures} failed probe round(s) in a row)")
     if seen_up and sig.ejected:
         return Evidence("sick", "envoy_ejected",
-                        f"Envoy's outlier detection ejected {sig.service} "
+                        f"Envoy's outlier detection ejected it "
                         f"({sig.errors} failed of {sig.requests} attempts in {sig.window_s:g}s)")
     enough = sig.requests >= policy.min_requests
     if enough and sig.error_rate is not None and sig.error_rate > policy.sick_error_rate:
@@ -158,7 +158,7 @@ class HealthJudge:
             return None
         if h.state == UNKNOWN:
             if h.seen_up:
-                return self._move(h, HEALTHY, "seen_up", f"{sig.service} answers", sig, now)
+                return self._move(h, HEALTHY, "seen_up", "answers its probes", sig, now)
             return None
         if h.state == SICK:
             if h.good_since is None:
@@ -179,7 +179,7 @@ class HealthJudge:
 def _recovered_reason(sig: ServiceSignal, held: float, policy: HealthPolicy) -> str:
     rate = "no traffic" if sig.error_rate is None else f"error rate {sig.error_rate:.1%}"
     p95 = "" if sig.p95_ms is None else f", p95 {sig.p95_ms:.0f} ms"
-    return (f"{sig.service} healthy for {held:.1f}s (dwell {policy.dwell_s:g}s): reachable, not "
+    return (f"healthy for {held:.1f}s (dwell {policy.dwell_s:g}s): reachable, not "
             f"ejected, {rate}{p95} (below {policy.healthy_error_rate:.0%} / "
             f"{policy.healthy_p95_ms:.0f} ms)")
 

@@ -205,7 +205,7 @@ class Reconciler:
         try:
             decision = await self.cp.apply(
                 with_ejected(p.service, p.action == "eject"), actor=ACTOR, action=p.action, rule=p.rule,
-                reason=p.reason, trigger_ids=[h.event_id] if h.event_id else [],
+                reason=f"{p.service}: {p.reason}", trigger_ids=[h.event_id] if h.event_id else [],
                 numbers=decision_numbers(h.signal, self.config))
         except IntentFrozenError:
             self._suppress(p, "frozen: the operator froze automation")

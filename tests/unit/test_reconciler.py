@@ -320,6 +320,7 @@ async def test_kill_ejects_through_apply_with_evidence_then_restores_after_dwell
         clock.advance(0.25)
         (decision,) = await rec.step()
         assert (decision.actor, decision.action, decision.rule) == ("reconciler", "eject", "unreachable")
+        assert decision.reason.startswith("xgboost: unreachable (http://127.0.0.1:1/ready: refused")
         assert cp.store.intent.ejected == ["xgboost"]
         assert cp.store.intent.effective_weights() == {"xgboost": 0.0, "pytorch": 1.0}
         sick_event = health_events(bus, "xgboost")[-1]
