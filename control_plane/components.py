@@ -42,9 +42,15 @@ def _routing_controls(cp: ControlPlane) -> Component:
     return routing_controls(cp)
 
 
+def _canary(cp: ControlPlane) -> Component | None:
+    from control_plane.healing.canary_component import canary_component
+
+    return canary_component(cp)
+
+
 # One entry per component, started in this order after the xDS core, stopped in reverse.
 # Factories import their module lazily so the operator API and components never import-cycle.
-COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls]
+COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary]
 
 
 def build_components(cp: ControlPlane, factories: Iterable[ComponentFactory] = ()) -> list[Component]:
