@@ -210,8 +210,9 @@ ACTIONS: dict[str, ActionSpec] = {a.name: a for a in (
                lambda v, s: f"Send {v['rate']:g} requests/s for {v['duration']:g} s"
                             f"{' (scenario ' + v['scenario'] + ')' if v['scenario'] else ''} to the edge?",
                lambda c, v, s: c.load_start(v["rate"], v["duration"], v["scenario"]),
-               fields=lambda s: [Field("rate", "Rate (requests/s):", "50", parse=parse_positive(5000)),
-                                 Field("duration", "Duration (s):", "600", parse=parse_positive(3600)),
+               fields=lambda s: [Field("rate", "Rate (requests/s):", "50", parse=parse_positive(2000)),
+                                 Field("duration", "Duration (s):", "600",
+                                       parse=parse_positive(7 * 24 * 3600)),
                                  Field("scenario", "Drift scenario (optional):", parse=optional,
                                        placeholder="e.g. covariate_shift")],
                show_tab="charts"),

@@ -172,12 +172,13 @@ class FakeOperatorAPI:
     def _apply(self, actor: str, action: str, reason: str, numbers: dict[str, float] | None = None,
                status: int = 200) -> web.Response:
         """Bump the snapshot version, append a decision, answer like `_change_response`."""
-        version = int(self.status["snapshot_version"]) + 1
-        self.status["snapshot_version"] = version
+        version = int(self.status["version"]) + 1
+        self.status["version"] = version
         self.status["last_good_version"] = version
         nodes = {n: "ack" for n in NODES}
         for node in self.status["nodes"].values():
-            node.update(state="ack", acked_version=str(version), connected=True)
+            node.update(state="ack", acked_version=str(version), snapshot_version=str(version),
+                        connected=True)
         seq = self.decisions[-1]["seq"] + 1
         decision = {"v": 1, "id": f"d{seq:04d}", "ts": payloads.T0 + 60 * seq, "seq": seq,
                     "actor": actor, "action": action, "rule": "operator_request", "reason": reason,
@@ -298,8 +299,8 @@ class FakeOperatorAPI:
     async def _load_start(self, request: web.Request) -> web.Response:
         body = request[BODY]
         self.load.update(running=True, rate=body["rate"], duration=body["duration"],
-                         scenario=body.get("scenario"), sent=0, errors=0)
-        return web.json_response(self.load)
+                         scenario=body.get("scenario"), started_at=payloads.T0, sent=0, ok=0, errors=0)
+        return web.json_response(self.load, status=202)
 
     async def _load_stop(self, request: web.Request) -> web.Response:
         self.load.update(running=False)

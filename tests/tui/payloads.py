@@ -17,9 +17,20 @@ FEATURES = ("amount", "merchant_category", "hour_of_day", "day_of_week", "distan
 CATEGORICAL = {"merchant_category", "hour_of_day", "day_of_week", "is_foreign"}
 
 
-def _service(name: str, kind: str, url: str, healthy: bool = True) -> dict[str, Any]:
-    return {"kind": kind, "url": url, "healthy": healthy, "status": 200 if healthy else None,
-            "error": None if healthy else "Cannot connect to host 127.0.0.1:8003"}
+def _service(kind: str, url: str, ports: list[int], healthy: bool = True) -> dict[str, Any]:
+    return {"kind": kind, "url": url, "ports": ports, "healthy": healthy, "status": 200 if healthy else None,
+            "error": None if healthy else "Cannot connect to host 127.0.0.1:8003 ssl:default "
+                                          "[Connect call failed ('127.0.0.1', 8003)]"}
+
+
+def _node(connected: bool, acked: str | None, state: str, version: str = "42") -> dict[str, Any]:
+    """One Envoy's xDS view, as `/api/v1/status` `nodes` sends it."""
+    per_type = {t: acked for t in ("cds", "eds", "lds", "rds")}
+    return {"connected": connected, "streams": 1 if connected else 0, "snapshot_version": version,
+            "acked_version": acked, "acked": per_type, "envoy_versions": dict(per_type), "nacked": {},
+            "nacked_version": None, "error_detail": None, "subscribed": ["cds", "eds", "lds", "rds"],
+            "pushes": 4 * int(version), "acks": 4 * int(acked or 0), "nacks": 0, "state": state,
+            "error": None}
 
 
 _INTENT = {
@@ -37,27 +48,26 @@ _STATUS = {
     "intent": _INTENT,
     "effective_weights": {"xgboost": 0.8, "pytorch": 0.2},
     "frozen": False,
-    "snapshot_version": 42,
+    "version": 42,
     "last_good_version": 42,
     "nodes": {
-        "edge": {"connected": True, "state": "ack", "acked_version": "42", "error": None},
-        "sidecar-xgboost": {"connected": True, "state": "ack", "acked_version": "42", "error": None},
-        "sidecar-pytorch": {"connected": True, "state": "ack", "acked_version": "42", "error": None},
-        "sidecar-heuristic": {"connected": False, "state": "pending", "acked_version": "40",
-                              "error": None},
+        "edge": _node(True, "42", "ack"),
+        "sidecar-heuristic": _node(False, "40", "pending"),
+        "sidecar-pytorch": _node(True, "42", "ack"),
+        "sidecar-xgboost": _node(True, "42", "ack"),
     },
     "ledger": {"last_seq": 6},
     "events": {"connected": True, "published": 18342, "dropped": 0},
     "ads": {"host": "127.0.0.1", "port": 18000},
     "services": {
-        "nats": _service("nats", "nats", "http://127.0.0.1:8222/healthz"),
-        "edge": _service("edge", "envoy", "http://127.0.0.1:9901/ready"),
-        "xgboost": _service("xgboost", "model_server", "http://127.0.0.1:8001/health"),
-        "sidecar-xgboost": _service("sidecar-xgboost", "envoy", "http://127.0.0.1:9911/ready"),
-        "pytorch": _service("pytorch", "model_server", "http://127.0.0.1:8002/health"),
-        "sidecar-pytorch": _service("sidecar-pytorch", "envoy", "http://127.0.0.1:9912/ready"),
-        "heuristic": _service("heuristic", "model_server", "http://127.0.0.1:8003/health", False),
-        "sidecar-heuristic": _service("sidecar-heuristic", "envoy", "http://127.0.0.1:9913/ready"),
+        "nats": _service("nats", "http://127.0.0.1:8222/healthz", [4222, 8222]),
+        "edge": _service("envoy", "http://127.0.0.1:9901/ready", [8000, 9901]),
+        "xgboost": _service("model_server", "http://127.0.0.1:8001/ready", [8001, 8101]),
+        "sidecar-xgboost": _service("envoy", "http://127.0.0.1:9911/ready", [8011, 9911]),
+        "pytorch": _service("model_server", "http://127.0.0.1:8002/ready", [8002, 8102]),
+        "sidecar-pytorch": _service("envoy", "http://127.0.0.1:9912/ready", [8012, 9912]),
+        "heuristic": _service("model_server", "http://127.0.0.1:8003/ready", [8003], False),
+        "sidecar-heuristic": _service("envoy", "http://127.0.0.1:9913/ready", [8013, 9913]),
     },
 }
 
@@ -148,25 +158,38 @@ _DRIFT = {
 
 
 def _history(points: int = 60) -> list[dict[str, Any]]:
+    """control_plane.healing.traffic HISTORY_FIELDS, one point per 2 s; a fault around point 40."""
     out = []
     for i in range(points):
         wave = math.sin(i / 6.0)
-        out.append({"ts": T0 + 2 * i, "rps": round(50 + 12 * wave, 2),
+        fault = 40 <= i < 44
+        rps = round(50 + 12 * wave, 2)
+        out.append({"ts": T0 + 2 * i, "rps": rps,
                     "p50_ms": round(3.0 + 0.8 * wave, 3), "p99_ms": round(14 + 9 * max(0.0, wave), 3),
-                    "error_rate": round(0.002 + (0.03 if 40 <= i < 44 else 0.0), 4),
-                    "fallback_share": round(0.01 + (0.2 if 40 <= i < 44 else 0.0), 4),
-                    "fraud_share": round(0.021 + 0.004 * math.cos(i / 5.0), 4)})
+                    "error_rate": round(0.002 + (0.03 if fault else 0.0), 4),
+                    "upstream_error_rate": round(0.004 + (0.4 if fault else 0.0), 4),
+                    "fallback_share": round(0.01 + (0.2 if fault else 0.0), 4),
+                    "fraud_share": round(0.021 + 0.004 * math.cos(i / 5.0), 4),
+                    "ejected": 1 if fault else 0, "requests": int(rps * 2)})
     return out
 
 
+def _cluster(rq: int, err: int, rps: float, ejected: int = 0) -> dict[str, Any]:
+    return {"rq_total": rq, "rq_5xx": err, "rps": rps, "timeouts": 0, "ejected": ejected,
+            "ejections": ejected}
+
+
 _HISTORY = _history()
-_TRAFFIC = {
-    "window_s": 60, "rps": 51.3, "p50_ms": 3.1, "p99_ms": 17.9, "error_rate": 0.002,
-    "fallback_share": 0.01, "fraud_share": 0.022,
-    "clusters": {"xgboost": {"rq_total": 24311, "rq_5xx": 3, "rps": 38.2, "ejected": 0},
-                 "pytorch": {"rq_total": 6088, "rq_5xx": 0, "rps": 9.6, "ejected": 0},
-                 "heuristic": {"rq_total": 212, "rq_5xx": 0, "rps": 0.3, "ejected": 1}},
+_TRAFFIC = {  # GET /api/v1/traffic/summary?window=60 (control_plane/healing/component.py)
+    "window_s": 60.0, "available": True, "as_of": T0 + 118, "age_s": 0.8,
+    "span_s": 60.0, "requests": 3078, "rps": 51.3, "p50_ms": 3.1, "p99_ms": 17.9,
+    "latency_samples": 3078, "error_rate": 0.002, "upstream_error_rate": 0.004,
+    "fallback_share": 0.01, "fallback": {"heuristic": 29, "conservative_default": 2},
+    "fraud_share": 0.022, "retries": 4, "ejected": 1,
+    "clusters": {"xgboost": _cluster(2292, 3, 38.2), "pytorch": _cluster(576, 0, 9.6),
+                 "heuristic": _cluster(18, 0, 0.3, ejected=1)},
     "history": _HISTORY,
+    "edge": {"reachable": True, "error": None},
 }
 
 _EXPERIMENTS = [
@@ -181,7 +204,7 @@ _EXPERIMENTS = [
 CHAOS_STEPS = ("steady-state before", "inject fault", "expect failover", "rollback",
                "steady-state after")
 
-_LOAD = {"running": False, "rate": 0.0, "sent": 0, "errors": 0, "duration": None, "scenario": None}
+_LOAD = {"running": False, "sent": 0, "ok": 0, "errors": 0}  # GET /api/v1/load before any run
 
 
 def status() -> dict[str, Any]:

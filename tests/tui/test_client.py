@@ -16,7 +16,7 @@ async def test_reads_return_the_documented_shapes(fake_api: FakeOperatorAPI, tok
     client = OperatorClient(fake_api.url, token_file)
     try:
         status = await client.status()
-        assert status["snapshot_version"] == 42 and status["effective_weights"]["xgboost"] == 0.8
+        assert status["version"] == 42 and status["effective_weights"]["xgboost"] == 0.8
         page = await client.decisions(since=4, limit=10)
         assert [d["seq"] for d in page["decisions"]] == [5, 6] and page["last_seq"] == 6
         assert (await client.models())["xgboost"]["challenger"] == "4"
@@ -106,7 +106,7 @@ async def test_nothing_listening_is_unreachable_and_the_poller_keeps_the_last_da
         await fake_api.stop()
         await poller.poll_once()
         assert state.reachable is False and "unreachable" in state.unreachable_reason
-        assert state.status.data["snapshot_version"] == 42  # the last good data stays
+        assert state.status.data["version"] == 42  # the last good data stays
         assert state.revision == revision + 1
     finally:
         await client.close()

@@ -1,23 +1,30 @@
-"""End to end in a real terminal: `meshctl console` in tmux sets weights 50/50 against the fake API.
+"""End to end in a real terminal: `meshctl console` in tmux sets weights 50/50.
 
 The console runs as its own process (`python -m meshctl console`) in a fixed-size tmux window on a
-private tmux socket; keys go in with `send-keys`, the screen comes back with `capture-pane`.
+private tmux socket; keys go in with `send-keys`, the screen comes back with `capture-pane`. Once
+against the recorded fake (exact request checked), once against the real control plane process.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from data_plane.settings import REPO_ROOT
+from data_plane.netutil import free_port
+from data_plane.procs import ManagedProcess
+from data_plane.settings import REPO_ROOT, Ports, Settings
 from tests.tui.fake_api import TOKEN, FakeOperatorAPI, Write
 
 TMUX = shutil.which("tmux")
@@ -62,30 +69,72 @@ def tmux() -> Iterator[Tmux]:
                    check=False)
 
 
+def start_console(tmux: Tmux, tmp_path: Path, env: dict[str, str], *args: str) -> None:
+    """`meshctl console ARGS` in a 100x30 tmux window; it echoes its exit code when it ends."""
+    exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+    script = tmp_path / "console.sh"
+    # Textual draws on stderr: leave it on the terminal. COLUMNS/LINES would fake the size.
+    script.write_text(f"cd {REPO_ROOT} && unset COLUMNS LINES && export TERM=xterm-256color {exports} && "
+                      f"{sys.executable} -m meshctl console {' '.join(map(shlex.quote, args))}; "
+                      "echo console exited $?; sleep 60\n")
+    tmux.run("new-session", "-d", "-s", "console", "-x", "100", "-y", "30", f"bash {script}")
+
+
+def set_weights_50_50(tmux: Tmux) -> str:
+    """The operator's keys: w, 0.5 (pytorch follows), enter, y. Returns the screen after it applied."""
+    tmux.wait_for("80.0% chain-xgboost")
+    tmux.run("send-keys", "-t", "console", "w")
+    tmux.wait_for("Set traffic weights")
+    tmux.run("send-keys", "-t", "console", "0.5")  # the field is selected: typing replaces 0.8
+    tmux.wait_for("0.5")
+    tmux.run("send-keys", "-t", "console", "Enter")
+    tmux.wait_for("Set the champion traffic split to xgboost 50% / pytorch")
+    tmux.run("send-keys", "-t", "console", "y")
+    screen = tmux.wait_for("50.0% chain-xgboost")
+    assert "50.0% chain-pytorch" in screen
+    return screen
+
+
+def quit_console(tmux: Tmux) -> None:
+    tmux.run("send-keys", "-t", "console", "q")
+    tmux.wait_for("console exited 0")
+
+
 def test_set_weights_in_a_real_terminal(tmux: Tmux, fake_api_thread: FakeOperatorAPI,
                                         token_file: Path, tmp_path: Path) -> None:
-    command = (f"MESH_HOME={tmp_path / 'mesh'} {sys.executable} -m meshctl console "
-               f"--operator-url {fake_api_thread.url} --token-file {token_file} --no-events --poll 0.5; "
-               "echo console exited $?; sleep 60")  # Textual draws on stderr: leave it on the terminal
-    env_file = tmp_path / "run.sh"
-    env_file.write_text(f"cd {REPO_ROOT} && unset COLUMNS LINES && export TERM=xterm-256color && {command}\n")
-    tmux.run("new-session", "-d", "-s", "console", "-x", "100", "-y", "30", f"bash {env_file}")
+    start_console(tmux, tmp_path, {"MESH_HOME": str(tmp_path / "mesh")}, "--operator-url",
+                  fake_api_thread.url, "--token-file", str(token_file), "--no-events", "--poll", "0.5")
     try:
-        tmux.wait_for("80.0% chain-xgboost")
-        tmux.run("send-keys", "-t", "console", "w")
-        tmux.wait_for("Set traffic weights")
-        tmux.run("send-keys", "-t", "console", "0.5")  # the field is selected: typing replaces 0.8
-        tmux.wait_for("0.5")
-        tmux.run("send-keys", "-t", "console", "Enter")
-        tmux.wait_for("Set the champion traffic split to xgboost 50% / pytorch")
-        assert fake_api_thread.writes == []
-        tmux.run("send-keys", "-t", "console", "y")
-        screen = tmux.wait_for("50.0% chain-xgboost")
-        assert "50.0% chain-pytorch" in screen
+        set_weights_50_50(tmux)
         tmux.wait_for("decision #7 operator set_weights -> xDS v43 ack")
         assert fake_api_thread.writes == [
             Write("POST", "/api/v1/traffic", {"xgboost": 0.5, "pytorch": 0.5}, f"Bearer {TOKEN}")]
     finally:
         print(tmux.screen())  # shown by pytest when the test fails
-    tmux.run("send-keys", "-t", "console", "q")
-    tmux.wait_for("console exited 0")
+    quit_console(tmux)
+
+
+def test_set_weights_against_the_real_control_plane(tmux: Tmux, tmp_path: Path) -> None:
+    """`python -m control_plane` (no Envoy, no NATS: the decision is recorded, no node to ACK)."""
+    env = {"MESH_HOME": str(tmp_path / "mesh"), "MESH_LOG_LEVEL": "WARNING"}
+    # Every port a free one: the control plane probes and binds nothing of anyone else's mesh.
+    env.update({f"MESH_PORT_{f.name.upper()}": str(free_port()) for f in fields(Ports)})
+    settings = Settings.from_env(env)
+    plane = ManagedProcess("control-plane", [sys.executable, "-m", "control_plane"], tmp_path / "cp.log",
+                           env=env, cwd=REPO_ROOT).start()
+    try:
+        plane.wait_port(settings.host, settings.ports.operator, timeout=30)
+        start_console(tmux, tmp_path, env, "--no-events", "--poll", "0.5")  # URL and token from MESH_*
+        try:
+            set_weights_50_50(tmux)
+            tmux.wait_for("operator set_weights -> xDS v2")
+        finally:
+            print(tmux.screen())
+        quit_console(tmux)
+        with urllib.request.urlopen(f"{settings.operator_url}/api/v1/decisions?since=1", timeout=5) as resp:
+            ledger = json.load(resp)["decisions"]
+        assert [(d["actor"], d["action"], d["numbers"]) for d in ledger] == [
+            ("operator", "set_weights", {"xgboost": 0.5, "pytorch": 0.5})]
+    finally:
+        plane.stop()
+        print(plane.log_tail())

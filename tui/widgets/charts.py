@@ -62,6 +62,38 @@ def clusters_text(summary: dict[str, Any]) -> Text:
     return text
 
 
+def window_text(summary: dict[str, Any], history: list[Any]) -> Text:
+    """What the charts cover, or why there is nothing to chart yet."""
+    if summary.get("available") is False or not history:
+        edge = summary.get("edge") if isinstance(summary.get("edge"), dict) else {}
+        why = f": {edge['error']}" if edge.get("error") else ""
+        return Text(f"no traffic numbers yet — the edge Envoy has not reported{why}", style="yellow")
+    span = len(history) * 2
+    window = num(pick(summary, "window_s", "window", default=60), 0)
+    return Text(f"last {span // 60} min {span % 60} s, one point per 2 s; numbers over the last {window} s",
+                style="dim")
+
+
+def load_text(state: MeshState) -> Text:
+    """The background load line (l starts or stops it)."""
+    load = state.load.data if state.load.ok and isinstance(state.load.data, dict) else None
+    text = Text("background load: ", style="bold")
+    if load is None:
+        text.append("not available on this control plane yet" if state.load.state == "unavailable"
+                    else "-", style="dim")
+    elif load.get("running"):
+        text.append(f"running at {num(load.get('rate'), 0)} rps", style="green")
+        text.append(f", sent {load.get('sent', 0)}, errors {load.get('errors', 0)}")
+        if load.get("scenario"):
+            text.append(f", scenario {load['scenario']}")
+    else:
+        text.append("off", style="dim")
+        if load.get("sent"):
+            text.append(f" (last run sent {load['sent']}, errors {load.get('errors', 0)})", style="dim")
+    text.append("  (l: start/stop)", style="dim")
+    return text
+
+
 class MetricRow(Horizontal):
     """Label, sparkline, latest value."""
 
@@ -86,17 +118,15 @@ class ChartsPane(Pane):
         for metric in METRICS:
             yield MetricRow(metric)
         yield Static(id="clusters")
+        yield Static(id="load")
 
     def show(self, state: MeshState) -> None:
+        self.query_one("#load", Static).update(load_text(state))
         if not self.query_one(Notice).show_fetch(state.traffic, state):
             return
         summary = state.traffic.data if isinstance(state.traffic.data, dict) else {}
-        history = summary.get("history") or []
-        span = len(history) * 2
-        self.query_one("#window", Static).update(
-            f"last {span // 60} min {span % 60} s, one point per 2 s; values over the last "
-            f"{summary.get('window_s', summary.get('window', 60))} s" if history else
-            "no history yet (the edge has not reported)")
+        history = summary.get("history") if isinstance(summary.get("history"), list) else []
+        self.query_one("#window", Static).update(window_text(summary, history))
         for metric in METRICS:
             values = series(history, metric)
             latest = pick(summary, *metric.names, default=values[-1] if values else None)

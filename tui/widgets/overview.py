@@ -43,7 +43,7 @@ def topology_text(status: dict[str, Any], state: MeshState) -> Text:
     chains = status.get("chains") if isinstance(status.get("chains"), dict) else {}
     text = Text()
     text.append("edge", style="bold")
-    text.append(f"  snapshot v{pick(status, 'snapshot_version', 'version', default='?')}\n", style="dim")
+    text.append(f"  snapshot v{pick(status, 'version', 'snapshot_version', default='?')}\n", style="dim")
     branches: list[Text] = []
     for model in models:
         line = Text(f"{pct(effective.get(model), 1):>6} chain-{model} ")
@@ -75,8 +75,8 @@ def summary_text(status: dict[str, Any]) -> Text:
     text = Text()
     text.append(" FROZEN " if frozen else " automation on ", style="bold white on red" if frozen
                 else "bold black on green")
-    text.append(f"  snapshot v{pick(status, 'snapshot_version', 'version', default='?')}"
-                f" (last good v{status.get('last_good_version', '?')})")
+    text.append(f"  snapshot v{pick(status, 'version', 'snapshot_version', default='?')}"
+                f" (last good {_v(status.get('last_good_version'))})")
     shadow = intent.get("shadow")
     if isinstance(shadow, dict):
         text.append(f"  shadow {pct(shadow.get('fraction'), 1)} → {shadow.get('model')}-challenger",
@@ -129,8 +129,9 @@ class OverviewPane(Pane):
             champion = pick(svc, "model_version", default=None) or _v(model.get("champion"))
             if name in pins:
                 champion = f"{champion} (pin v{pins[name]})" if champion != "-" else f"pin v{pins[name]}"
+            port = _port(svc)
             rows.append((name, [
-                Text.assemble(name, (f" :{_port(svc.get('url'))}", "dim")) if _port(svc.get("url")) else name,
+                Text.assemble(name, (f" :{port}", "dim")) if port else name,
                 Text("up", style="green") if svc.get("healthy") else Text("down", style="bold red"),
                 Text("EJECTED", style="bold red") if out else Text("in", style="green"),
                 pct(effective.get(name), 1) if name in effective else "fallback",
@@ -153,9 +154,13 @@ class OverviewPane(Pane):
         return rows
 
 
-def _port(url: Any) -> int | None:
+def _port(svc: dict[str, Any]) -> int | None:
+    """The server's own port: first of `ports`, else the port of its health URL."""
+    ports = svc.get("ports")
+    if isinstance(ports, list) and ports and isinstance(ports[0], int):
+        return ports[0]
     try:
-        return urlsplit(str(url)).port if url else None
+        return urlsplit(str(svc["url"])).port if svc.get("url") else None
     except ValueError:
         return None
 

@@ -27,7 +27,7 @@ def connection_text(state: MeshState, feed: EventFeed) -> Text:
         text.append("✖ NATS disconnected", style="bold red")
     status = state.status.data if isinstance(state.status.data, dict) else None
     if status is not None:
-        text.append(f"  v{pick(status, 'snapshot_version', 'version', default='?')}")
+        text.append(f"  v{pick(status, 'version', 'snapshot_version', default='?')}")
         intent = status.get("intent") or {}
         if pick(status, "frozen", default=intent.get("frozen")):
             text.append("  FROZEN", style="bold white on red")
