@@ -212,7 +212,7 @@ async def test_hot_swap_under_concurrent_load_fails_no_request(server: Server) -
         async with s.get(server.url("/admin/slots")) as r:
             slots = {x["slot"]: x for x in (await r.json())["slots"]}
     assert failures == []
-    assert seen.get("xgboost_v2", 0) > after_pin.get("xgboost_v2", 0) > -1
+    assert seen.get("xgboost_v2", 0) > after_pin.get("xgboost_v2", 0)  # v2 answered after the pin
     assert seen["xgboost_v1"] > 0 and seen["xgboost_v2"] > 0
     assert sum(seen.values()) == sent > 100
     # Micro-batched or alone, the same transaction gets the same score from the same version.
@@ -318,7 +318,12 @@ async def test_predictions_reach_nats_with_request_ids_and_model_events_reload(
 
             # The stream exists (the server created it) and holds the records.
             js = nc.jetstream()
-            info = await js.stream_info("PREDICTIONS")
+            deadline = time.monotonic() + 5
+            while True:  # JetStream stores asynchronously to core delivery: wait for both batches
+                info = await js.stream_info("PREDICTIONS")
+                if info.state.messages >= 2 or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
             assert set(info.config.subjects or []) == set(subjects.STREAMS["PREDICTIONS"])
             assert info.state.messages >= 2
 
