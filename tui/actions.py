@@ -17,6 +17,7 @@ from tui.state import ChaosWatch, MeshState, per_model, pick
 from tui.widgets.chaos import experiment_list
 
 DEFAULT_MODELS = ("xgboost", "pytorch")
+Hints = dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,8 @@ class ActionSpec:
     title: str
     question: Callable[[dict[str, Any], MeshState], str]
     call: Callable[[OperatorClient, dict[str, Any], MeshState], Awaitable[Any]]
-    fields: Callable[[MeshState], list[Field]] | None = None
+    # The form: fields from the mesh state and the screen's hints (e.g. the highlighted experiment).
+    fields: Callable[[MeshState, Hints], list[Field]] | None = None
     check: FormCheck | None = None
     refuse: Callable[[MeshState], str | None] | None = None  # why it cannot run now, before any form
     after: Callable[[MeshState, dict[str, Any], Any], None] | None = None
@@ -121,7 +123,7 @@ def running_chaos(state: MeshState) -> ChaosWatch | None:
 
 
 # ---- the actions -------------------------------------------------------------------------------
-def _weights_fields(state: MeshState) -> list[Field]:
+def _weights_fields(state: MeshState, hints: Hints) -> list[Field]:
     weights = intent(state).get("weights") or {m: 0.5 for m in DEFAULT_MODELS}
     names = list(weights)
     return [Field(m, f"{m} weight (0-1 or %):", f"{float(weights[m]):g}", parse=parse_fraction,
@@ -134,11 +136,11 @@ def _weights_question(v: dict[str, Any], s: MeshState) -> str:
     return f"Set the champion traffic split to {split}?"
 
 
-def _start_chaos_fields(state: MeshState) -> list[Field]:
+def _start_chaos_fields(state: MeshState, hints: Hints) -> list[Field]:
     known = experiment_list(state.experiments.data)
     if known:
-        return [Field("name", "Experiment:", "", tuple((f"{e['name']} — {e.get('title', '')}", e["name"])
-                                                        for e in known))]
+        options = tuple((f"{e['name']} — {e.get('title', '')}", e["name"]) for e in known)
+        return [Field("name", "Experiment:", hints.get("experiment", ""), options)]
     return [Field("name", "Experiment name:", placeholder="e.g. primary-killed", parse=required)]
 
 
@@ -172,37 +174,37 @@ ACTIONS: dict[str, ActionSpec] = {a.name: a for a in (
                lambda v, s: "Freeze automation? The reconciler and the canary stop changing routing; "
                             "operator actions still apply.",
                lambda c, v, s: c.freeze(v["reason"]),
-               fields=lambda s: [Field("reason", "Reason (optional):", parse=optional)]),
+               fields=lambda s, h: [Field("reason", "Reason (optional):", parse=optional)]),
     ActionSpec("unfreeze", "Unfreeze automation",
                lambda v, s: "Unfreeze automation? The reconciler and the canary may change routing again.",
                lambda c, v, s: c.unfreeze(v["reason"]),
-               fields=lambda s: [Field("reason", "Reason (optional):", parse=optional)]),
+               fields=lambda s, h: [Field("reason", "Reason (optional):", parse=optional)]),
     ActionSpec("pin", "Pin a model version",
                lambda v, s: f"Pin {v['model']} to registry version {v['version']}? Its champion slot "
                             "serves that version until unpinned.",
                lambda c, v, s: c.pin(v["model"], v["version"]),
-               fields=lambda s: [model_field(s), Field("version", "Version:", placeholder="e.g. 3",
+               fields=lambda s, h: [model_field(s), Field("version", "Version:", placeholder="e.g. 3",
                                                        parse=parse_version)]),
     ActionSpec("unpin", "Unpin a model",
                lambda v, s: f"Unpin {v['model']}? Its champion slot follows the champion alias again.",
                lambda c, v, s: c.unpin(v["model"]),
-               fields=lambda s: [model_field(s, next(iter(intent(s).get("pins") or {}), None))]),
+               fields=lambda s, h: [model_field(s, next(iter(intent(s).get("pins") or {}), None))]),
     ActionSpec("retrain", "Trigger a retrain",
                lambda v, s: f"Retrain {v['model']} now ({v['reason']})? The candidate is evaluated, "
                             "registered and shadowed before it gets traffic.",
                lambda c, v, s: c.retrain(v["model"], v["reason"]),
-               fields=lambda s: [model_field(s), Field("reason", "Reason:", "operator request")],
+               fields=lambda s, h: [model_field(s), Field("reason", "Reason:", "operator request")],
                check=lambda v: None if v["reason"] else "Reason: say why (it goes into the ledger)"),
     ActionSpec("promote", "Promote the challenger",
                lambda v, s: f"Promote the {v['model']} challenger to champion now? The MLflow alias "
                             "'champion' moves to it.",
                lambda c, v, s: c.promote(v["model"]),
-               fields=lambda s: [model_field(s, canary_model(s))], show_tab="models"),
+               fields=lambda s, h: [model_field(s, canary_model(s))], show_tab="models"),
     ActionSpec("rollback", "Roll back the challenger",
                lambda v, s: f"Roll back the {v['model']} challenger ({v['reason']})? Its weight goes "
                             "to 0.",
                lambda c, v, s: c.rollback(v["model"], v["reason"]),
-               fields=lambda s: [model_field(s, canary_model(s)),
+               fields=lambda s, h: [model_field(s, canary_model(s)),
                                  Field("reason", "Reason:", "operator rollback")],
                check=lambda v: None if v["reason"] else "Reason: say why (it goes into the ledger)",
                show_tab="models"),
@@ -210,7 +212,7 @@ ACTIONS: dict[str, ActionSpec] = {a.name: a for a in (
                lambda v, s: f"Send {v['rate']:g} requests/s for {v['duration']:g} s"
                             f"{' (scenario ' + v['scenario'] + ')' if v['scenario'] else ''} to the edge?",
                lambda c, v, s: c.load_start(v["rate"], v["duration"], v["scenario"]),
-               fields=lambda s: [Field("rate", "Rate (requests/s):", "50", parse=parse_positive(2000)),
+               fields=lambda s, h: [Field("rate", "Rate (requests/s):", "50", parse=parse_positive(2000)),
                                  Field("duration", "Duration (s):", "600",
                                        parse=parse_positive(7 * 24 * 3600)),
                                  Field("scenario", "Drift scenario (optional):", parse=optional,

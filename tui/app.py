@@ -108,36 +108,40 @@ class MeshConsole(App[None]):
         self.main.show_feed(self.state, self.feed)
 
     # ---- actions --------------------------------------------------------------------------
-    def start_action(self, name: str) -> None:
-        """Start an operator action (form -> confirm -> API call) unless one is still running."""
+    def start_action(self, name: str, hints: dict[str, str] | None = None) -> None:
+        """Start an operator action (form -> confirm -> API call) unless one is still running.
+
+        `hints` are the screen's defaults for the form, e.g. the experiment the cursor is on.
+        """
         if self._acting:
             self.report(f"wait: {self._acting} is still in progress", "warning")
             return
-        self._act(name)
+        self._act(name, hints or {})
 
     def report(self, text: str, severity: str = "information") -> None:
         self.last_result = (text, severity)
         self.main.show_result(text, severity)
 
     @work(group="action", exit_on_error=False)
-    async def _act(self, name: str) -> None:
+    async def _act(self, name: str, hints: dict[str, str]) -> None:
         spec = resolve(name, self.state)
         self._acting = spec.title
         try:
-            await self._run_spec(spec)
+            await self._run_spec(spec, hints)
         except Exception as exc:
             self.internal_error(spec.title.lower(), exc)
         finally:
             self._acting = None
 
-    async def _run_spec(self, spec: ActionSpec) -> None:
+    async def _run_spec(self, spec: ActionSpec, hints: dict[str, str]) -> None:
         refusal = spec.refuse(self.state) if spec.refuse else None
         if refusal:
             self.report(f"{spec.title}: {refusal}", "warning")
             return
         values: dict[str, Any] = {}
         if spec.fields is not None:
-            got = await self.push_screen_wait(FormScreen(spec.title, spec.fields(self.state), spec.check))
+            form = FormScreen(spec.title, spec.fields(self.state, hints), spec.check)
+            got = await self.push_screen_wait(form)
             if got is None:
                 self.report(f"{spec.title}: cancelled, nothing sent", "warning")
                 return
@@ -150,8 +154,9 @@ class MeshConsole(App[None]):
         try:
             data = await spec.call(self.client, values, self.state)
         except OperatorError as exc:
-            decision = exc.body.get("decision") if isinstance(exc, ApiError) else None
-            tail = f" — {describe_result(exc.body)}" if isinstance(decision, dict) else ""
+            # A 409 from Envoy's NACK still carries the decision it recorded: show it too.
+            body = exc.body if isinstance(exc, ApiError) else {}
+            tail = f" — {describe_result(body)}" if isinstance(body.get("decision"), dict) else ""
             self.report(f"✖ {spec.title}: {exc}{tail}", "error")
             self.poll_now()
             return

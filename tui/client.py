@@ -157,73 +157,73 @@ class OperatorClient:
         return await self.request("GET", path, params={k: v for k, v in params.items() if v is not None})
 
     # ---- reads ----------------------------------------------------------------------------
-    async def health(self) -> JSON:
+    async def health(self) -> Any:
         return await self.get("/health")
 
-    async def status(self) -> JSON:
+    async def status(self) -> Any:
         return await self.get("/api/v1/status")
 
-    async def decisions(self, since: int = 0, limit: int = 100) -> JSON:
+    async def decisions(self, since: int = 0, limit: int = 100) -> Any:
         return await self.get("/api/v1/decisions", since=since, limit=limit)
 
-    async def models(self) -> JSON:
+    async def models(self) -> Any:
         return await self.get("/api/v1/models")
 
-    async def canary(self) -> JSON:
+    async def canary(self) -> Any:
         return await self.get("/api/v1/canary")
 
     async def drift(self) -> Any:
         return await self.get("/api/v1/drift")
 
-    async def traffic_summary(self, window: int = 60) -> JSON:
+    async def traffic_summary(self, window: int = 60) -> Any:
         return await self.get("/api/v1/traffic/summary", window=window)
 
-    async def load(self) -> JSON:
+    async def load(self) -> Any:
         return await self.get("/api/v1/load")
 
     async def chaos_experiments(self) -> Any:
         return await self.get("/api/v1/chaos/experiments")
 
-    async def chaos_run(self, run_id: str) -> JSON:
+    async def chaos_run(self, run_id: str) -> Any:
         return await self.get(f"/api/v1/chaos/runs/{quote(str(run_id), safe='')}")
 
     # ---- writes ---------------------------------------------------------------------------
-    async def set_weights(self, weights: dict[str, float]) -> JSON:
+    async def set_weights(self, weights: dict[str, float]) -> Any:
         return await self.request("POST", "/api/v1/traffic", weights)
 
-    async def freeze(self, reason: str | None = None) -> JSON:
+    async def freeze(self, reason: str | None = None) -> Any:
         return await self.request("POST", "/api/v1/freeze", {"reason": reason} if reason else None)
 
-    async def unfreeze(self, reason: str | None = None) -> JSON:
+    async def unfreeze(self, reason: str | None = None) -> Any:
         return await self.request("POST", "/api/v1/unfreeze", {"reason": reason} if reason else None)
 
-    async def pin(self, kind: str, version: str) -> JSON:
+    async def pin(self, kind: str, version: str) -> Any:
         return await self.request("POST", f"/api/v1/models/{quote(kind, safe='')}/pin",
                                   {"version": str(version)})
 
-    async def unpin(self, kind: str) -> JSON:
+    async def unpin(self, kind: str) -> Any:
         return await self.request("DELETE", f"/api/v1/models/{quote(kind, safe='')}/pin")
 
-    async def retrain(self, model: str, reason: str) -> JSON:
+    async def retrain(self, model: str, reason: str) -> Any:
         return await self.request("POST", "/api/v1/retrain", {"model": model, "reason": reason})
 
-    async def promote(self, model: str) -> JSON:
+    async def promote(self, model: str) -> Any:
         return await self.request("POST", "/api/v1/canary/promote", {"model": model})
 
-    async def rollback(self, model: str, reason: str) -> JSON:
+    async def rollback(self, model: str, reason: str) -> Any:
         return await self.request("POST", "/api/v1/canary/rollback", {"model": model, "reason": reason})
 
-    async def load_start(self, rate: float, duration: float, scenario: str | None = None) -> JSON:
+    async def load_start(self, rate: float, duration: float, scenario: str | None = None) -> Any:
         return await self.request("POST", "/api/v1/load/start",
                                   {"rate": rate, "duration": duration, "scenario": scenario})
 
-    async def load_stop(self) -> JSON:
+    async def load_stop(self) -> Any:
         return await self.request("POST", "/api/v1/load/stop")
 
-    async def chaos_start(self, name: str) -> JSON:
+    async def chaos_start(self, name: str) -> Any:
         return await self.request("POST", "/api/v1/chaos/runs", {"name": name})
 
-    async def chaos_abort(self, run_id: str) -> JSON:
+    async def chaos_abort(self, run_id: str) -> Any:
         return await self.request("POST", f"/api/v1/chaos/runs/{quote(str(run_id), safe='')}/abort")
 
 

@@ -88,6 +88,7 @@ class Poller:
             reads["chaos"] = fetch(c.chaos_run(watch.run_id), watch.run)
         results = await asyncio.gather(self._poll_decisions(), *reads.values())
         for name, result in zip(reads, results[1:], strict=True):
+            assert isinstance(result, Fetched)
             if name == "chaos" and watch is not None:
                 s.chaos = replace(watch, run=result)
             else:

@@ -99,7 +99,7 @@ def per_model(data: Any, *wrappers: str) -> dict[str, Any]:
     """A per-model answer as {model: entry}, whether the API sends a mapping or a list of entries."""
     data = unwrap(data, *wrappers)
     if isinstance(data, list):
-        out = {}
+        out: dict[str, Any] = {}
         for item in data:
             if isinstance(item, dict):
                 name = pick(item, "model", "kind", "name", default=f"#{len(out) + 1}")

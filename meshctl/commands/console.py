@@ -44,13 +44,14 @@ def _log_to_file(settings: Settings) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
+    target: logging.Handler
     try:
         settings.log_dir.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(settings.log_dir / "console.log")
+        target = logging.FileHandler(settings.log_dir / "console.log")
     except OSError:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
+        target = logging.NullHandler()
+    target.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(target)
     root.setLevel(logging.WARNING)
 
 

@@ -44,7 +44,7 @@ def console(url: str, token_file: Path, poll: float = FAST_POLL, events: Any = N
     return MeshConsole(OperatorClient(url, token_file), events, poll_interval=poll)
 
 
-async def wait_until(pilot: Any, predicate: Callable[[], Any], within: float = 5.0,
+async def wait_until(pilot: Any, predicate: Callable[[], Any], within: float = 10.0,
                      what: str = "condition") -> None:
     """Let the app run until `predicate()` is true; fail naming `what` after `within` seconds."""
     deadline = time.monotonic() + within
@@ -63,9 +63,9 @@ async def loaded(pilot: Any) -> MeshConsole:
     return app
 
 
-async def open_form(pilot: Any, key: str) -> FormScreen:
-    await pilot.press(key)
-    await wait_until(pilot, lambda: isinstance(pilot.app.screen, FormScreen), what=f"the form of {key!r}")
+async def open_form(pilot: Any, *keys: str) -> FormScreen:
+    await pilot.press(*keys)
+    await wait_until(pilot, lambda: isinstance(pilot.app.screen, FormScreen), what=f"the form of {keys}")
     await pilot.pause(0.05)
     return pilot.app.screen
 

@@ -165,8 +165,11 @@ async def test_chaos_experiment_is_started_and_watched_to_its_verdict(
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
         await wait_until(pilot, lambda: app.state.experiments.ok, what="the experiment list")
-        form = await open_form(pilot, "c")
-        await fill_and_submit(pilot, form, {"name": "latency-injection"})
+        await pilot.press("5")
+        await wait_until(pilot, lambda: app.main.query_one("#experiments").has_focus, what="the table")
+        form = await open_form(pilot, "down", "enter")  # enter on an experiment starts it
+        assert form.query_one("#field-name").value == "latency-injection"
+        await pilot.click("#ok")
         assert "latency-injection" in (await confirm_screen(pilot)).question
         await pilot.press("y")
         await wait_until(pilot, lambda: "chaos run run-1" in main_text(app, "#result"), what="the run id")

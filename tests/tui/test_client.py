@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -110,3 +112,22 @@ async def test_nothing_listening_is_unreachable_and_the_poller_keeps_the_last_da
         assert state.revision == revision + 1
     finally:
         await client.close()
+
+
+async def test_a_control_plane_that_hangs_is_unreachable_after_the_timeout(token_file: Path) -> None:
+    """SIGSTOPped control plane: the port accepts, nothing answers; the read gives up, typed."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = OperatorClient(f"http://127.0.0.1:{port}", token_file, timeout=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(UnreachableError, match="unreachable"):
+            await client.status()
+        assert time.monotonic() - started < 3
+    finally:
+        await client.close()
+        server.close()

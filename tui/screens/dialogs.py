@@ -69,7 +69,7 @@ class FormScreen(ModalScreen[dict[str, Any] | None]):
         out: dict[str, Any] = {}
         for f in self.fields:
             raw = self._widget(f).value
-            text = "" if raw is Select.BLANK else str(raw).strip()
+            text = "" if raw is Select.NULL else str(raw).strip()
             try:
                 out[f.name] = f.parse(text)
             except ValueError as exc:

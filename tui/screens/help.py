@@ -14,6 +14,7 @@ EXTRA_KEYS = (
     ("← →", "previous / next pane (when the tabs have focus)"),
     ("↑ ↓ pgup pgdn", "move in a table"),
     ("enter (ledger)", "why did it do that? (decision details)"),
+    ("enter (experiments)", "start the chaos experiment under the cursor"),
     ("y / enter", "confirm (in a confirmation)"),
     ("n / esc", "cancel (in a dialog)"),
     ("ctrl+q", "quit from anywhere"),

@@ -54,7 +54,7 @@ class MainScreen(Screen[None]):
         Binding("x", "act('abort')", "Abort"),
         Binding("q", "app.quit", "Quit"),
     ]
-    HELP = {"help": "this list of keys", "app.quit": "quit the console",
+    ACTION_HELP = {"help": "this list of keys", "app.quit": "quit the console",
             "freeze": "freeze / unfreeze automation", "load": "start / stop background load",
             "abort": "abort the running chaos experiment", "chaos": "start a chaos experiment",
             "promote": "promote the challenger", "rollback": "roll back the challenger",
@@ -107,14 +107,22 @@ class MainScreen(Screen[None]):
             self.call_after_refresh(targets.first().focus)
 
     def action_act(self, name: str) -> None:
-        self.app.start_action(name)  # type: ignore[attr-defined]
+        hints = {}
+        experiment = self.query_one(ChaosPane).selected_experiment()
+        if experiment:
+            hints["experiment"] = experiment
+        self.app.start_action(name, hints)  # type: ignore[attr-defined]
+
+    @on(DataTable.RowSelected, "#experiments")
+    def _start_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_act("chaos")
 
     def action_help(self) -> None:
         keys = []
         for b in self.BINDINGS:
             assert isinstance(b, Binding)
             name = b.action.partition("'")[2].rstrip("')") or b.action
-            description = self.HELP.get(name, b.description)
+            description = self.ACTION_HELP.get(name, b.description)
             if b.action.startswith("show_pane"):
                 description = f"show the {b.description} pane"
             keys.append((b.key_display or b.key, description))

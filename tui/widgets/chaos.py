@@ -26,12 +26,12 @@ class ChaosPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static("Experiments (c: start one, x: abort the running one)", classes="section")
         yield Notice(id="experiments-notice", classes="notice")
-        table = DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
+        table: DataTable[Any] = DataTable(id="experiments", cursor_type="row", zebra_stripes=True)
         table.add_columns("name", "title")
         yield table
         yield Static("Run", classes="section")
         yield Static("no chaos run started from this console", id="run-head")
-        steps = DataTable(id="steps", cursor_type="row", zebra_stripes=True)
+        steps: DataTable[Any] = DataTable(id="steps", cursor_type="row", zebra_stripes=True)
         steps.add_columns("step", "status", "detail")
         yield steps
         yield Static(id="verdict")

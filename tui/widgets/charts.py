@@ -65,7 +65,7 @@ def clusters_text(summary: dict[str, Any]) -> Text:
 def window_text(summary: dict[str, Any], history: list[Any]) -> Text:
     """What the charts cover, or why there is nothing to chart yet."""
     if summary.get("available") is False or not history:
-        edge = summary.get("edge") if isinstance(summary.get("edge"), dict) else {}
+        edge: dict[str, Any] = summary["edge"] if isinstance(summary.get("edge"), dict) else {}
         why = f": {edge['error']}" if edge.get("error") else ""
         return Text(f"no traffic numbers yet — the edge Envoy has not reported{why}", style="yellow")
     span = len(history) * 2
@@ -125,7 +125,7 @@ class ChartsPane(Pane):
         if not self.query_one(Notice).show_fetch(state.traffic, state):
             return
         summary = state.traffic.data if isinstance(state.traffic.data, dict) else {}
-        history = summary.get("history") if isinstance(summary.get("history"), list) else []
+        history: list[Any] = summary["history"] if isinstance(summary.get("history"), list) else []
         self.query_one("#window", Static).update(window_text(summary, history))
         for metric in METRICS:
             values = series(history, metric)

@@ -14,7 +14,7 @@ from tui.state import Fetched, MeshState
 Row = tuple[str, Sequence[Any]]
 
 
-def sync_table(table: DataTable, rows: Iterable[Row]) -> None:
+def sync_table(table: DataTable[Any], rows: Iterable[Row]) -> None:
     """Make `table` hold exactly `rows` (key, cells) in that order, keeping the cursor's row.
 
     Rebuilding a table on every poll would throw the operator's cursor back to the top; updating

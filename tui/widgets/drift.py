@@ -33,7 +33,7 @@ class DriftPane(Pane):
     def compose(self) -> ComposeResult:
         yield Notice(classes="notice")
         yield Static(id="drift-head")
-        table = DataTable(id="drift-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[Any] = DataTable(id="drift-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("model", "feature", "PSI", "p-value", "test", "level", "BH")
         yield table
         yield Static("PSI < 0.1 none · 0.1-0.2 monitor · >= 0.2 and significant after "

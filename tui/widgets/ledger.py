@@ -32,7 +32,7 @@ def ledger_rows(decisions: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
 class LedgerPane(Pane):
     def compose(self) -> ComposeResult:
         yield Notice(classes="notice")
-        table = DataTable(id="ledger-table", cursor_type="row", zebra_stripes=True)
+        table: DataTable[Any] = DataTable(id="ledger-table", cursor_type="row", zebra_stripes=True)
         table.add_columns("#", "UTC", "actor", "action", "xDS", "ACK", "rule", "reason")
         yield table
         yield Static("enter: why did it do that? (triggers, numbers, rule, ACKs per Envoy)",

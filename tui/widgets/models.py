@@ -78,12 +78,12 @@ class ModelsPane(Pane):
     def compose(self) -> ComposeResult:
         yield Static("Registry", classes="section")
         yield Notice(id="models-notice", classes="notice")
-        registry = DataTable(id="registry", cursor_type="row", zebra_stripes=True)
+        registry: DataTable[Any] = DataTable(id="registry", cursor_type="row", zebra_stripes=True)
         registry.add_columns("model", "ver", "aliases", "pin", "AUC", "F1", "Brier", "created UTC")
         yield registry
         yield Static("Canary", classes="section")
         yield Notice(id="canary-notice", classes="notice")
-        canary = DataTable(id="canary", cursor_type="row", zebra_stripes=True)
+        canary: DataTable[Any] = DataTable(id="canary", cursor_type="row", zebra_stripes=True)
         canary.add_columns("model", "phase", "ver", "step", "weight", "verdicts")
         yield canary
         yield Static(id="canary-reasons")

@@ -40,7 +40,7 @@ def topology_text(status: dict[str, Any], state: MeshState) -> Text:
     services = status.get("services") or {}
     ejected = set(intent.get("ejected") or [])
     models = list(effective)
-    chains = status.get("chains") if isinstance(status.get("chains"), dict) else {}
+    chains: dict[str, Any] = status["chains"] if isinstance(status.get("chains"), dict) else {}
     text = Text()
     text.append("edge", style="bold")
     text.append(f"  snapshot v{pick(status, 'version', 'snapshot_version', default='?')}\n", style="dim")
@@ -94,10 +94,10 @@ class OverviewPane(Pane):
         yield Notice(classes="notice")
         yield Static(id="summary")
         yield Static(id="topology")
-        services = DataTable(id="services", cursor_type="row", zebra_stripes=True)
+        services: DataTable[Any] = DataTable(id="services", cursor_type="row", zebra_stripes=True)
         services.add_columns("service", "health", "state", "weight", "champion", "challenger", "sidecar")
         yield services
-        nodes = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
+        nodes: DataTable[Any] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
         nodes.add_columns("Envoy node", "stream", "xDS", "acked", "error")
         yield nodes
 
