@@ -164,8 +164,11 @@ def test_workloads_select_their_pods_and_probe_declared_ports(
             assert c["resources"]["requests"].get("cpu"), f"{name}/{c['name']}: no CPU request (HPA)"
             probe = c.get("readinessProbe")
             assert probe, f"{name}/{c['name']}: no readinessProbe"
-            port = probe.get("httpGet", {}).get("port")
-            assert port in ports or isinstance(port, int), f"{name}/{c['name']}: probe port {port}"
+            if "httpGet" in probe:
+                port = probe["httpGet"]["port"]
+                assert port in ports or isinstance(port, int), f"{name}/{c['name']}: probe port {port}"
+            else:
+                assert probe.get("exec", {}).get("command"), f"{name}/{c['name']}: probe checks nothing"
 
 
 def test_services_route_to_declared_container_ports(rendered: dict[str, list[dict[str, Any]]]) -> None:
