@@ -171,6 +171,13 @@ SERVICES: list[ServiceSpec] = [
         enabled=lambda s: module_exists("control_plane.workers") and any(
             champion_registered(s, k) for k in ("xgboost", "pytorch")),
         disabled_hint="drift detector + retrain worker: needs a registered model (`meshctl train`)"),
+    ServiceSpec(  # the Toxiproxy-compatible fault proxy: chaos experiments re-point clusters through it
+        name="chaos-proxy", argv=lambda s: [sys.executable, "-m", "chaos.proxy", "--listen",
+                                            f"{s.host}:{s.ports.chaos_api}"],
+        ports=("chaos_api",), python=True, stage=1,
+        probes=lambda s: [_http(s, s.ports.chaos_api, "/version")],
+        enabled=lambda s: module_exists("chaos.proxy.__main__"),
+        disabled_hint="chaos.proxy is not installed"),
 ]
 
 
