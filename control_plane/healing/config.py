@@ -25,6 +25,7 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from control_plane.healing.health_rules import GovernorPolicy, HealthPolicy
 from data_plane.contracts.errors import ConfigError
@@ -59,10 +60,10 @@ class HealingConfig:
         """Defaults overridden by MESH_HEALING_* variables; a bad value names its variable."""
         env = os.environ if env is None else env
         enabled = env.get("MESH_HEALING", "1").strip().lower() not in ("0", "false", "no", "off")
-        top = {f.name: _read(env, f.name, f.type) for f in fields(cls)
-               if f.name not in ("enabled", "policy", "governor")}
-        policy = {f.name: _read(env, f.name, f.type) for f in fields(HealthPolicy)}
-        governor = {f.name: _read(env, f.name, f.type) for f in fields(GovernorPolicy)}
+        top: dict[str, Any] = {f.name: _read(env, f.name, f.type) for f in fields(cls)
+                               if f.name not in ("enabled", "policy", "governor")}
+        policy: dict[str, Any] = {f.name: _read(env, f.name, f.type) for f in fields(HealthPolicy)}
+        governor: dict[str, Any] = {f.name: _read(env, f.name, f.type) for f in fields(GovernorPolicy)}
         return cls(enabled=enabled, **{k: v for k, v in top.items() if v is not None},
                    policy=replace(HealthPolicy(), **{k: v for k, v in policy.items() if v is not None}),
                    governor=replace(GovernorPolicy(), **{k: v for k, v in governor.items() if v is not None}))

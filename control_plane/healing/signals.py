@@ -206,11 +206,13 @@ class SignalCollector:
         """One round: scrape + probe concurrently, update the window, one signal per service."""
         if self._admin is None or self._probes is None:
             await self.start()
-        edge_task = asyncio.ensure_future(self._scrape_edge())
-        probe_tasks = {svc: [asyncio.ensure_future(self._probe(u)) for u in self.urls.get(svc, ())]
-                       for svc in self.services}
-        sample = await edge_task
-        probes = {svc: [await t for t in tasks] for svc, tasks in probe_tasks.items()}
+        targets = [(svc, url) for svc in self.services for url in self.urls.get(svc, ())]
+        # gather: all at once, and a cancelled round (shutdown) cancels every request in it
+        edge = self._scrape_edge()
+        sample, results = await asyncio.gather(edge, asyncio.gather(*(self._probe(u) for _, u in targets)))
+        probes: dict[str, list[ProbeResult]] = {svc: [] for svc in self.services}
+        for (svc, _), result in zip(targets, results, strict=True):
+            probes[svc].append(result)
         self.rounds += 1
         self.latest = sample
         if sample is not None:
