@@ -233,3 +233,34 @@ def write_report(settings: Settings, report: RunReport) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(report.to_dict(), indent=2, default=str))
     os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m chaos.runner NAME|FILE [--run-id ID] [--seed N] [--duration-scale X]`.
+
+    The operator API starts runs this way, in their own session, so a run survives (and can restart)
+    a control plane it stops. Exit 0 passed, 1 failed or aborted, 2 the experiment cannot run.
+    """
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m chaos.runner", description=main.__doc__)
+    p.add_argument("experiment")
+    p.add_argument("--run-id", default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--duration-scale", type=float, default=1.0)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        report = run_experiment(args.experiment, seed=args.seed, duration_scale=args.duration_scale,
+                                run_id=args.run_id,
+                                on_step=lambda s: log.info("[%s] %s: %s %s", s.get("phase"), s.get("name"),
+                                                           s.get("status"), str(s.get("detail") or "")[:200]))
+    except MeshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0 if report.status == "passed" else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

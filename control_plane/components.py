@@ -48,9 +48,15 @@ def _canary(cp: ControlPlane) -> Component | None:
     return canary_component(cp)
 
 
+def _chaos(cp: ControlPlane) -> Component:
+    from control_plane.chaos_runs import chaos_component
+
+    return chaos_component(cp)
+
+
 # One entry per component, started in this order after the xDS core, stopped in reverse.
 # Factories import their module lazily so the operator API and components never import-cycle.
-COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary]
+COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary, _chaos]
 
 
 def build_components(cp: ControlPlane, factories: Iterable[ComponentFactory] = ()) -> list[Component]:
