@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import aiohttp.web
 import msgspec
 
 from control_plane.healing.canary import CanaryController
@@ -149,8 +150,9 @@ class CanaryComponent:
     async def publish_raw(self, subject: str, data: bytes) -> None:
         """Publish now on this component's connection (the operator's retrain request)."""
         if self._nc is None or not self._nc.is_connected:
-            raise MeshError("NATS is not reachable, so the request cannot reach the retrain worker; "
-                            "check `meshctl status`")
+            raise aiohttp.web.HTTPServiceUnavailable(
+                text="NATS is not reachable, so the request cannot reach the retrain worker; check "
+                     "`meshctl status`")
         await self._nc.publish(subject, data)
 
     # ---- loops --------------------------------------------------------------------------------------
