@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from control_plane.app import ControlPlane
 
 log = logging.getLogger(__name__)
-RETRAIN_DECISION = "mesh.retrain.decision"  # control_plane.healing.retrain publishes these
+RETRAIN_DECISION = subjects.RETRAIN_DECISION
 _batch = msgspec.json.Decoder(PredictionBatch).decode
 _label = msgspec.json.Decoder(Label).decode
 _registered = msgspec.json.Decoder(ModelRegistered).decode

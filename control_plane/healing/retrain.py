@@ -55,7 +55,7 @@ from data_plane.settings import Settings
 
 log = logging.getLogger(__name__)
 
-RETRAIN_DECISION = "mesh.retrain.decision"  # Decisions the control plane appends to its ledger
+RETRAIN_DECISION = subjects.RETRAIN_DECISION
 Clock = Callable[[], float]
 
 

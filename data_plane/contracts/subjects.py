@@ -11,6 +11,8 @@ HEALTH = "mesh.health.{service}"
 DRIFT = "mesh.drift.{model}"
 RETRAIN_REQUESTED = "mesh.retrain.requested"
 RETRAIN_PROGRESS = "mesh.retrain.progress"
+# Decisions from the retrain worker; the control plane (the ledger's one writer) appends them.
+RETRAIN_DECISION = "mesh.retrain.decision"
 MODEL_REGISTERED = "mesh.model.registered"
 MODEL_PROMOTED = "mesh.model.promoted"
 MODEL_ROLLED_BACK = "mesh.model.rolled_back"
