@@ -6,12 +6,16 @@ plus the live traffic tracker, and their two read-only operator routes:
 - `GET /api/v1/traffic/summary?window=60`: rps, p50/p99, error rate, fallback and fraud share,
   per-cluster numbers over the last `window` seconds (2-600), and `history` (one point per 2 s,
   last 10 min). See `control_plane.healing.traffic` for the definitions.
+- `POST /api/v1/healing/hold` `{"reason": "..."}` / `POST /api/v1/healing/release` (operator
+  token): the chaos lock; while held the reconciler still judges and publishes health events but
+  changes nothing (visible as `held` in /api/v1/health/services).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +27,7 @@ from control_plane.healing.signals import SignalCollector
 from control_plane.healing.traffic import TrafficTracker
 from control_plane.intent import SERVICES
 from control_plane.operator_api import BadRequest
+from data_plane.contracts.errors import ValidationError
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -81,7 +86,22 @@ class HealingComponent:
     # ---- operator routes ---------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/v1/health/services", self.health_services),
-                web.get("/api/v1/traffic/summary", self.traffic_summary)]
+                web.get("/api/v1/traffic/summary", self.traffic_summary),
+                web.post("/api/v1/healing/hold", self.hold),
+                web.post("/api/v1/healing/release", self.release)]
+
+    async def hold(self, request: web.Request) -> web.Response:
+        """The chaos lock: the reconciler judges but proposes nothing until released (token needed)."""
+        body = await _json_body(request)
+        reason = body.get("reason", "held by the operator") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationError("reason", "type", 'send {"reason": "<why>"} (a non-empty string)')
+        self.reconciler.hold(reason.strip()[:500])
+        return web.json_response({"held": self.reconciler.hold_reason})
+
+    async def release(self, request: web.Request) -> web.Response:
+        self.reconciler.release()
+        return web.json_response({"held": None})
 
     async def health_services(self, request: web.Request) -> web.Response:
         return web.json_response(self.reconciler.services_view())
@@ -91,6 +111,16 @@ class HealingComponent:
         body = self.traffic.summary(float(window))
         body["edge"] = {"reachable": self.collector.latest is not None, "error": self.collector.edge_error}
         return web.json_response(body)
+
+
+async def _json_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise BadRequest("$body", "json", "the body is not valid JSON") from None
 
 
 def _window(request: web.Request) -> int:
