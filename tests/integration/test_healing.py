@@ -165,7 +165,8 @@ async def test_killed_primary_loses_its_weight_within_a_second_and_gets_it_back(
             up_at = time.time()
             restore = await wait_decision(mesh, since, "xgboost", "restore", 20.0)
             await asyncio.sleep(1.0)
-        assert restore["ts"] - up_at >= DWELL_S * 0.95, (restore, up_at)
+        # up_at is taken once the port answers our poll, a little after the loop's first good probe
+        assert restore["ts"] - up_at >= DWELL_S - 0.3, (restore, up_at)
         assert restore["rule"] == "recovered" and restore["acked"] is True
         assert await asyncio.to_thread(mesh.edge_split) == {"chain-xgboost": 8000, "chain-pytorch": 2000}
         assert any(kind == "xgboost" for t, _, kind in answers if t > restore["ts"] + 0.2)
