@@ -133,8 +133,10 @@ def execute(report: RunReport, doc: dict[str, Any], config: dict[str, Any], sett
     write_report(settings, report)
     journal: dict[str, Any] = {}
     try:
-        journal = ctk_run(copy.deepcopy(doc), settings={"runtime": {"rollbacks": {"strategy": "always"}}},
-                          experiment_vars=(config, {}), event_handlers=[handler])
+        experiment = copy.deepcopy(doc)
+        experiment["configuration"] = config  # scaled durations and the fault proxy's URL
+        journal = ctk_run(experiment, settings={"runtime": {"rollbacks": {"strategy": "always"}}},
+                          event_handlers=[handler])
     finally:
         report.journal = journal
         report.status, report.verdict = verdict_of(journal) if journal else ("aborted", "no journal")
