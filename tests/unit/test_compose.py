@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.metadata
 import importlib.util
 import re
 import subprocess
@@ -84,9 +85,7 @@ def test_the_real_images_are_used_and_match_the_binaries_the_tests_run() -> None
         "edge and every sidecar run the Envoy the tests validate against"
     nats_version = version_of("nats-server", r"v(\d+\.\d+\.\d+)")
     assert images["nats"].startswith(f"nats:{nats_version}")
-    import mlflow
-
-    assert images["mlflow"] == f"ghcr.io/mlflow/mlflow:v{mlflow.__version__}", \
+    assert images["mlflow"] == f"ghcr.io/mlflow/mlflow:v{importlib.metadata.version('mlflow')}", \
         "the MLflow server must speak the same sqlite schema as the project's client"
     assert images["toxiproxy"] == "ghcr.io/shopify/toxiproxy:2.12.0"
     assert images["prometheus"].startswith("prom/prometheus:v")
