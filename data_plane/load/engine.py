@@ -24,11 +24,15 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
+from typing import TYPE_CHECKING
 
 from data_plane.load.payloads import Payload
 from data_plane.load.results import CANCELLED, LoadResult, Progress, Tally
 from data_plane.load.targets import LoadTargetError, check_bounds, check_target
 from data_plane.load.transports import TRANSPORTS, RequestFailed, make_transport
+
+if TYPE_CHECKING:
+    from data_plane.load.labels import LabelSender
 
 ProgressCallback = Callable[[Progress], None]
 
@@ -92,12 +96,13 @@ class LoadEngine:
     """Drives one planned run against `plan.url` with `payloads` (cycled in order)."""
 
     def __init__(self, plan: LoadPlan, payloads: Sequence[Payload],
-                 progress: ProgressCallback | None = None) -> None:
+                 progress: ProgressCallback | None = None, labels: LabelSender | None = None) -> None:
         if not payloads:
             raise ValueError("at least one payload is needed")
         self.plan = plan
         self.tally = Tally()
         self._payloads = list(payloads)
+        self._labels = labels  # own x-request-ids + delayed Label events (data_plane.load.labels)
         self._send: Callable[[int], Awaitable[tuple[int, bytes]]] = _not_open
         self._progress = progress
         self._stopping = False
@@ -105,8 +110,8 @@ class LoadEngine:
         self._start_ns = 0
         self._last_ns = 0
         self._outstanding = 0
-        self._blocked = False
-        self._slot_free: asyncio.Event | None = None
+        # Set while the open loop waits for a free slot (outstanding cap reached).
+        self._slot_waiter: asyncio.Future[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._budget = -1  # closed loop: requests left to send (-1 = unbounded)
         self._last_tick = (0, 0)  # (time ns, responses) at the previous progress tick
@@ -115,8 +120,7 @@ class LoadEngine:
     def stop(self) -> None:
         """Ask the run to end now: nothing new is sent; in-flight requests get STOP_GRACE_S."""
         self._stopping = True
-        if self._slot_free is not None:
-            self._slot_free.set()
+        _wake(self._slot_waiter)
 
     @property
     def stopping(self) -> bool:
@@ -141,10 +145,9 @@ class LoadEngine:
             raise RuntimeError("a LoadEngine runs once; create a new one")
         self._started = True
         plan = self.plan
-        self._slot_free = asyncio.Event()
         transport = make_transport(plan.transport, plan.url, self._payloads, plan.outstanding_cap,
                                    plan.timeout)
-        self._send = transport.send
+        self._send = transport.send if self._labels is None else self._labels.wrap(transport.send)
         not_sent = sent_all_ns = 0
         await transport.open()
         try:
@@ -191,7 +194,7 @@ class LoadEngine:
         deadline = start + int((plan.duration + min(plan.timeout, CATCH_UP_GRACE_S)) * 1e9)
         n = len(self._payloads)
         tally, spawn = self.tally, self._spawn
-        assert self._slot_free is not None
+        loop = asyncio.get_running_loop()
         i = 0
         while i < total and not self._stopping:
             now = perf_counter_ns()
@@ -214,11 +217,13 @@ class LoadEngine:
             if i >= total:
                 break
             if intended <= horizon:  # due, but the outstanding cap is reached: wait for a slot
-                self._blocked = True
-                self._slot_free.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._slot_free.wait(), _MAX_NAP_S)
-                self._blocked = False
+                # A bare future woken by the next completion (or the nap timer): cheaper than
+                # Event + wait_for, which matters when every completion frees exactly one slot.
+                waiter = self._slot_waiter = loop.create_future()
+                nap = loop.call_later(_MAX_NAP_S, _wake, waiter)
+                await waiter
+                nap.cancel()
+                self._slot_waiter = None
                 continue
             await asyncio.sleep(min(max((intended - now) / 1e9, 0.001), _MAX_NAP_S))
         due = min(total, int((perf_counter_ns() - start) / interval) + 1)
@@ -295,8 +300,8 @@ class LoadEngine:
             tally.response(status, body, now - base_ns)
         finally:
             self._outstanding -= 1
-            if self._blocked and self._slot_free is not None:
-                self._slot_free.set()
+            if self._slot_waiter is not None:
+                _wake(self._slot_waiter)
 
     async def _tick(self) -> None:
         assert self._progress is not None
@@ -311,6 +316,11 @@ class LoadEngine:
             except Exception:  # a broken display must not kill the run
                 self._progress = None
                 return
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 async def _not_open(index: int) -> tuple[int, bytes]:
@@ -330,19 +340,32 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run_load(plan: LoadPlan, payloads: Sequence[Payload], progress: ProgressCallback | None = None,
-             *, stop_on_sigint: bool = False) -> LoadResult:
+             *, stop_on_sigint: bool = False, labels: LabelSender | None = None) -> LoadResult:
     """Run a plan to completion in a fresh event loop (uvloop when installed).
 
     With `stop_on_sigint`, Ctrl-C stops the run gracefully and the partial result is returned.
+    With `labels`, requests carry the sender's ids and, after the run, the call waits until the
+    last labels are published (a Ctrl-C then drops the rest).
     """
-    engine = LoadEngine(plan, payloads, progress)
+    engine = LoadEngine(plan, payloads, progress, labels=labels)
 
     async def main() -> LoadResult:
         loop = asyncio.get_running_loop()
         if stop_on_sigint:
             loop.add_signal_handler(signal.SIGINT, engine.stop)
         try:
-            return await engine.run()
+            if labels is not None:
+                await labels.start()
+            try:
+                return await engine.run()
+            finally:
+                if labels is not None:
+                    skip = asyncio.Event()
+                    if engine.stopping:
+                        skip.set()
+                    if stop_on_sigint:
+                        loop.add_signal_handler(signal.SIGINT, skip.set)
+                    await labels.finish(keep_waiting=lambda: not skip.is_set())
         finally:
             if stop_on_sigint:
                 loop.remove_signal_handler(signal.SIGINT)
