@@ -172,7 +172,7 @@ def _rules() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    path = shutil.which("promtool")
+    path = shutil.which("promtool") or shutil.which("promtool", path=str(REPO / ".venv" / "bin"))
     if path is None:
         pytest.fail("promtool is not installed: run `make setup` (it installs Debian's `prometheus` "
                     "package, which provides /usr/bin/promtool), or `apt-get install prometheus`")
