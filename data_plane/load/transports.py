@@ -41,8 +41,9 @@ class RequestFailed(Exception):
 class Transport(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def send(self, index: int) -> tuple[int, bytes]:
-        """POST payload `index`; return (status, body) or raise RequestFailed."""
+    async def send(self, index: int, request_id: str | None = None) -> tuple[int, bytes]:
+        """POST payload `index` (with `x-request-id: request_id` when given); return (status, body)
+        or raise RequestFailed."""
         ...
 
 
@@ -76,8 +77,11 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, index: int) -> tuple[int, bytes]:
+    async def send(self, index: int, request_id: str | None = None) -> tuple[int, bytes]:
         body, headers = self._prepared[index]
+        if request_id is not None:
+            headers = headers.copy()
+            headers["x-request-id"] = request_id
         assert self._session is not None
         try:
             async with self._session.post(self._url, data=body, headers=headers) as resp:
@@ -175,7 +179,7 @@ class Http1Transport:
         self._idle.clear()
         self._all.clear()
 
-    async def send(self, index: int) -> tuple[int, bytes]:
+    async def send(self, index: int, request_id: str | None = None) -> tuple[int, bytes]:
         loop = self._loop
         assert loop is not None
         deadline = loop.time() + self._timeout
@@ -183,7 +187,12 @@ class Http1Transport:
         waiter: asyncio.Future[tuple[int, bytes]] = loop.create_future()
         conn.waiter = waiter
         assert conn.transport is not None
-        conn.transport.write(self._requests[index])
+        request = self._requests[index]
+        if request_id is not None:  # the header goes right after the request line
+            line_end = request.index(b"\r\n") + 2
+            request = b"".join((request[:line_end], b"x-request-id: ", request_id.encode("latin-1"),
+                                b"\r\n", request[line_end:]))
+        conn.transport.write(request)
         timer = loop.call_at(deadline, _expire, conn, waiter)
         try:
             result = await waiter

@@ -8,6 +8,11 @@ Closed loop (how much can it take)::
 
     meshctl load --concurrency 32 --duration 10      # or --requests 50000
 
+Delayed labels (each request gets our own x-request-id; its true label is published on
+mesh.labels --label-delay seconds after the answer, like a chargeback)::
+
+    meshctl load --rate 200 --duration 60 --labels --label-delay 30
+
 Exit codes: 0 = run finished (whatever the server answered), 1 = refused (argument out of
 bounds, unknown scenario, non-loopback target without --allow-remote), 2 = unparseable
 arguments, 3 = the target never answered (nothing listening: start the mesh with `meshctl up`).
@@ -19,7 +24,9 @@ import argparse
 import sys
 from typing import Any, TextIO
 
+from data_plane.eventbus import EventBus
 from data_plane.load import LoadPlan, LoadResult, Progress, run_load, synthetic_payloads
+from data_plane.load.labels import LabelSender, labelled_payloads
 from data_plane.load.payloads import scenario_names
 from data_plane.load.transports import TRANSPORTS
 from data_plane.settings import Settings
@@ -55,6 +62,12 @@ def register(subparsers: Any) -> None:
                    help="HTTP client: http1 (lean keep-alive client, ~3x less CPU per request; "
                         "plain http only) or aiohttp; auto (default) = http1 for http://, "
                         "aiohttp for https://")
+    p.add_argument("--labels", action="store_true",
+                   help="send our own x-request-id per request and publish each answered request's "
+                        "true label (Label events on mesh.labels) --label-delay seconds later")
+    p.add_argument("--label-delay", type=float, default=5.0,
+                   help="seconds between an answer and its label, like a chargeback (default 5); "
+                        "the command waits for the last ones (Ctrl-C drops them)")
     p.add_argument("--allow-remote", action="store_true",
                    help="allow a target that is not 127.0.0.1/localhost/::1")
     p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
@@ -75,16 +88,27 @@ def run(args: argparse.Namespace) -> int:
     plan = LoadPlan(url=url, rate=args.rate, duration=args.duration, concurrency=args.concurrency,
                     requests=args.requests, timeout=args.timeout, max_outstanding=args.max_outstanding,
                     allow_remote=args.allow_remote, transport=args.transport)
-    payloads = synthetic_payloads(seed=args.seed, scenario=args.scenario, cards=args.cards)
+    sender = None
+    if args.labels:
+        payloads, truths = labelled_payloads(seed=args.seed, scenario=args.scenario, cards=args.cards)
+        sender = LabelSender(truths, EventBus(Settings.from_env().nats_url, "meshctl-load-labels"),
+                             delay_s=args.label_delay)
+        print(f"meshctl load: request ids {sender.run_id}-<n>; each answered request's label goes to "
+              f"mesh.labels {args.label_delay:g} s later", file=sys.stderr)
+    else:
+        payloads = synthetic_payloads(seed=args.seed, scenario=args.scenario, cards=args.cards)
     bar = None if args.no_progress else ProgressLine(sys.stderr)
-    result = run_load(plan, payloads, bar, stop_on_sigint=True)
+    result = run_load(plan, payloads, bar, stop_on_sigint=True, labels=sender)
     if bar:
         bar.finish()
+    labels = sender.summary() if sender is not None else None
     if args.json:
         emit_json({**result.to_dict(), "seed": args.seed, "scenario": args.scenario,
-                   "cards": args.cards})
+                   "cards": args.cards, "labels": labels})
     else:
         print(render(result))
+        if labels is not None:
+            print("\n" + table(["labels", ""], [[k, v] for k, v in labels.items()]))
     if result.mode == "open" and result.late > max(1, result.sent // 100):
         print(f"meshctl load: warning: {result.late} of {result.sent} requests left more than "
               f"{plan.late_after_ms:g} ms behind schedule (max {result.max_dispatch_lag_ms:.0f} ms): "
