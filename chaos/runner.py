@@ -50,7 +50,8 @@ def list_experiments() -> list[dict[str, str]]:
     out = []
     for path in sorted(BUILTIN_DIR.glob("*.json")):
         doc = json.loads(path.read_text())
-        out.append({"name": path.stem, "title": doc.get("title", ""), "description": doc.get("description", "")})
+        out.append({"name": path.stem, "title": doc.get("title", ""),
+                    "description": doc.get("description", "")})
     return out
 
 
@@ -64,7 +65,8 @@ def load_experiment(name_or_path: str) -> tuple[str, dict[str, Any]]:
         path = BUILTIN_DIR / f"{name_or_path}.json"
     if not path.is_file():
         names = ", ".join(e["name"] for e in list_experiments())
-        raise ExperimentError(f"no experiment {name_or_path!r}: give a built-in name ({names}) or a JSON file")
+        raise ExperimentError(f"no experiment {name_or_path!r}: give a built-in name ({names}) "
+                              "or a JSON file")
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:

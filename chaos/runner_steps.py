@@ -69,8 +69,8 @@ class _StepEvents(RunEventHandler):  # type: ignore[misc]
 
     def activity_completed(self, activity: Any, run: Any) -> None:
         name = activity.get("name", "?")
-        step = next((s for s in reversed(self.report.steps) if s["name"] == name and s["status"] == "running"),
-                    None)
+        running = (s for s in reversed(self.report.steps) if s["name"] == name and s["status"] == "running")
+        step = next(running, None)
         if step is None:
             step = {"phase": self.phase, "name": name, "started_at": time.time()}
             self.report.steps.append(step)
@@ -110,7 +110,9 @@ def verdict_of(journal: dict[str, Any]) -> tuple[str, str]:
             reasons.append(f"rollback {run['activity'].get('name')} {run.get('status')}")
     if journal.get("status") == "failed" and not reasons:
         reasons.append("chaoslib reported the run as failed")
-    return ("failed", "; ".join(reasons)) if reasons else ("passed", "steady state held; every expectation met")
+    if reasons:
+        return "failed", "; ".join(reasons)
+    return "passed", "steady state held; every expectation met"
 
 
 def execute(report: RunReport, doc: dict[str, Any], config: dict[str, Any], settings: Settings,

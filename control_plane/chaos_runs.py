@@ -87,7 +87,8 @@ class ChaosRuns:
         scale = body.get("duration_scale", 1.0)
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not math.isfinite(scale) \
                 or not 0.05 <= scale <= 10:
-            raise ValidationError("duration_scale", "range", "duration_scale must be a number from 0.05 to 10")
+            raise ValidationError("duration_scale", "range",
+                                  "duration_scale must be a number from 0.05 to 10")
         seed = body.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
             raise ValidationError("seed", "range", "seed must be an integer from 0 to 2^31-1")
@@ -100,11 +101,14 @@ class ChaosRuns:
         run_id = new_run_id()
         log_path = self.settings.log_dir / f"chaos-{run_id}.log"
         self.settings.log_dir.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as out:
+        out = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "chaos.runner", name, "--run-id", run_id, "--seed", str(seed),
                 "--duration-scale", str(float(scale)), cwd=str(REPO_ROOT), env=dict(os.environ),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        finally:
+            os.close(out)
         self._proc_run = run_id
         self._waiter = asyncio.create_task(self._reap(self._proc))
         log.info("chaos run %s (%s) started, pid %s", run_id, name, self._proc.pid)

@@ -124,7 +124,9 @@ def _stat(pid: int) -> list[str] | None:
 def alive(rec: ServiceRecord) -> bool:
     """The recorded process runs (not a zombie) and is the one recorded (not a reused pid)."""
     st = _stat(rec.pid)
-    return st is not None and st[0] not in ("Z", "X") and (not rec.start_ticks or int(st[19]) == rec.start_ticks)
+    if st is None or st[0] in ("Z", "X"):
+        return False
+    return not rec.start_ticks or int(st[19]) == rec.start_ticks
 
 
 def record_of(settings: Settings, name: str) -> ServiceRecord:

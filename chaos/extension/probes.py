@@ -110,7 +110,8 @@ def envoy_ejections() -> dict[str, list[str]]:
     return ejected_hosts(context.current().settings)
 
 
-def expect_ejected(cluster: str = "xgboost", within_ms: int = 2000, since_mark: str = "fault") -> dict[str, Any]:
+def expect_ejected(cluster: str = "xgboost", within_ms: int = 2000,
+                   since_mark: str = "fault") -> dict[str, Any]:
     """The edge Envoy ejected `cluster`'s host (outlier detection) within `within_ms` of the mark."""
     ctx = context.current()
     t0 = ctx.mark_time(since_mark) or ctx.started_at
@@ -131,7 +132,8 @@ def ledger_entries(actor: str | None = None, limit: int = 500) -> list[dict[str,
     """Decisions recorded since the experiment started (operator API /api/v1/decisions)."""
     ctx = context.current()
     since = ctx.ledger_seq or 0
-    status, body = http_json("GET", f"{ctx.settings.operator_url}/api/v1/decisions?since={since}&limit={limit}")
+    url = f"{ctx.settings.operator_url}/api/v1/decisions?since={since}&limit={limit}"
+    status, body = http_json("GET", url)
     if status != 200 or not isinstance(body, dict):
         raise ActivityFailed(f"decisions unavailable ({status}: {body})")
     items = [d for d in body.get("decisions", []) if int(d.get("seq", 0)) > since]

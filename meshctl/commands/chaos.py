@@ -88,7 +88,8 @@ def _register_run(sub: SubParsers) -> None:
                        description="Run a Chaos Toolkit experiment against the running mesh: steady-state "
                                    "hypothesis, faults, expectations, rollbacks (always). Exit 0 when it "
                                    "passed, 1 when the hypothesis deviated or an expectation failed.")
-    p.add_argument("experiment", metavar="NAME|FILE", help="built-in name (`meshctl chaos list`) or a JSON file")
+    p.add_argument("experiment", metavar="NAME|FILE",
+                   help="built-in name (`meshctl chaos list`) or a JSON file")
     p.add_argument("--duration-scale", type=float, default=1.0, metavar="X",
                    help="multiply the experiment's durations (configuration keys ending in _s) by X")
     p.add_argument("--seed", type=int, default=0, help="seed of the client load's payloads (default 0)")
@@ -100,7 +101,7 @@ SUBCOMMANDS: list[Callable[[SubParsers], None]] = [_register_proxy, _register_li
 
 
 def register(subparsers: SubParsers) -> None:
-    chaos = subparsers.add_parser("chaos", help="fault injection: the fault proxy (Toxiproxy API), chaos experiments",
+    chaos = subparsers.add_parser("chaos", help="fault injection: fault proxy, chaos experiments",
                                   description="Fault injection for the mesh.")
     sub = chaos.add_subparsers(dest="chaos_command", metavar="CHAOS_COMMAND")
     for add in SUBCOMMANDS:

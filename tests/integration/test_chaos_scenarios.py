@@ -47,8 +47,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def _api(env: dict[str, str], method: str, path: str, body: Any = None) -> tuple[int, Any]:
     url = f"http://127.0.0.1:{env['MESH_PORT_OPERATOR']}{path}"
     token = (Path(env["MESH_HOME"]) / "operator-token").read_text().strip()
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, json.loads(resp.read())
@@ -70,7 +71,7 @@ def test_builtin_scenario_passes(mesh: dict[str, str], name: str) -> None:
         json.dumps(report.get("steps"), indent=1)[-4000:] + out.stderr[-2000:]
     journal = json.loads(Path(report["journal_path"]).read_text())
     assert journal["journal"]["status"] == "completed" and not journal["journal"]["deviated"]
-    assert [s for s in report["steps"] if s["phase"] == "safety-net"][0]["status"] == "succeeded"
+    assert next(s for s in report["steps"] if s["phase"] == "safety-net")["status"] == "succeeded"
     assert _not_running(mesh) == []  # everything the experiment killed or stopped runs again
 
 
