@@ -274,26 +274,26 @@ class FakeOperatorAPI:
         kind = request.match_info["kind"]
         version = str((request[BODY] or {}).get("version"))
         self.status["intent"]["pins"][kind] = version
-        self.models[kind]["pinned"] = version
+        self.models["models"][kind]["pinned"] = version
         return self._apply("operator", "pin", f"operator pinned {kind} to version {version}")
 
     async def _unpin(self, request: web.Request) -> web.Response:
         kind = request.match_info["kind"]
         self.status["intent"]["pins"].pop(kind, None)
-        self.models[kind]["pinned"] = None
+        self.models["models"][kind]["pinned"] = None
         return self._apply("operator", "unpin", f"operator unpinned {kind}")
 
     async def _retrain(self, request: web.Request) -> web.Response:
-        return web.json_response({"request_id": "rt-0001"}, status=202)
+        return web.json_response({"request_id": "rt-0001", "model": request[BODY]["model"]}, status=202)
 
     async def _promote(self, request: web.Request) -> web.Response:
         model = request[BODY]["model"]
-        self.canary[model].update(phase="promoted", weight=1.0)
+        self.canary["canary"][model].update(phase="promoted", weight=1.0)
         return self._apply("operator", "promote", f"operator promoted the {model} challenger")
 
     async def _rollback(self, request: web.Request) -> web.Response:
         body = request[BODY]
-        self.canary[body["model"]].update(phase="rolled_back", weight=0.0)
+        self.canary["canary"][body["model"]].update(phase="rolled_back", weight=0.0)
         return self._apply("operator", "rollback", body.get("reason") or "operator rollback")
 
     async def _load_start(self, request: web.Request) -> web.Response:

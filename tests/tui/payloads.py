@@ -102,35 +102,45 @@ _DECISIONS = [
                                              "sidecar-pytorch": "ack", "sidecar-xgboost": "ack"}),
 ]
 
-_MODELS = {
+_MODELS = {"models": {  # GET /api/v1/models (control_plane/healing/canary_api.py)
     "xgboost": {
         "versions": [
-            {"version": "3", "aliases": ["champion"], "created_at": int(T0 * 1000) - 86_400_000,
+            {"version": "3", "label": "xgboost_v3", "aliases": ["champion"],
+             "created_at": int(T0 * 1000) - 86_400_000,
              "metrics": {"auc": 0.981, "f1": 0.742, "brier": 0.0141}},
-            {"version": "4", "aliases": ["challenger"], "created_at": int(T0 * 1000) + 180_000,
+            {"version": "4", "label": "xgboost_v4", "aliases": ["challenger"],
+             "created_at": int(T0 * 1000) + 180_000,
              "metrics": {"auc": 0.984, "f1": 0.761, "brier": 0.0137}},
         ],
         "champion": "3", "challenger": "4", "pinned": None,
     },
     "pytorch": {
         "versions": [
-            {"version": "1", "aliases": [], "created_at": int(T0 * 1000) - 172_800_000,
+            {"version": "1", "label": "pytorch_v1", "aliases": [],
+             "created_at": int(T0 * 1000) - 172_800_000,
              "metrics": {"auc": 0.962, "f1": 0.688, "brier": 0.0172}},
-            {"version": "2", "aliases": ["champion"], "created_at": int(T0 * 1000) - 90_000_000,
+            {"version": "2", "label": "pytorch_v2", "aliases": ["champion"],
+             "created_at": int(T0 * 1000) - 90_000_000,
              "metrics": {"auc": 0.973, "f1": 0.705, "brier": 0.0158}},
         ],
         "champion": "2", "challenger": None, "pinned": "2",
     },
-}
+}}
 
-_CANARY = {
-    "xgboost": {"phase": "canary", "version": "4", "step": 2, "steps": [0.1, 0.25, 0.5, 1.0],
-                "weight": 0.25, "verdicts": [
-                    {"step": 1, "verdict": "pass", "ts": T0 + 300,
-                     "reason": "errors 0.1% <= 10%, p95 41 ms <= 500 ms"},
-                    {"step": 2, "verdict": "wait", "ts": T0 + 360,
-                     "reason": "120/200 labelled samples"}]},
-    "pytorch": {"phase": "idle", "version": None, "step": 0, "weight": 0.0, "verdicts": []},
+_CANARY = {  # GET /api/v1/canary (control_plane/healing/canary_api.py; step indexes the weight steps)
+    "canary": {
+        "xgboost": {"model": "xgboost", "version": "4", "phase": "canary", "step": 1, "weight": 0.25,
+                    "blocked": None, "trigger_id": "drift-7f3a", "verdicts": [
+                        {"phase": "shadow", "weight": 0.0, "result": "pass", "rule": "shadow_agreement",
+                         "reason": "agreement 98.7% >= 95%", "numbers": {"agreement": 0.987}},
+                        {"phase": "canary", "weight": 0.1, "result": "pass", "rule": "canary_pass",
+                         "reason": "errors 0.1% <= 10%, p95 41 ms <= 500 ms",
+                         "numbers": {"error_rate": 0.001, "p95_ms": 41.0}},
+                        {"phase": "canary", "weight": 0.25, "result": "wait", "rule": "min_samples",
+                         "reason": "120/200 labelled samples", "numbers": {"labelled": 120.0}}]},
+        "pytorch": {"model": "pytorch", "phase": "idle", "step": -1, "weight": 0.0, "verdicts": []},
+    },
+    "held": None,
 }
 
 

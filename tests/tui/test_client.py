@@ -21,7 +21,7 @@ async def test_reads_return_the_documented_shapes(fake_api: FakeOperatorAPI, tok
         assert status["version"] == 42 and status["effective_weights"]["xgboost"] == 0.8
         page = await client.decisions(since=4, limit=10)
         assert [d["seq"] for d in page["decisions"]] == [5, 6] and page["last_seq"] == 6
-        assert (await client.models())["xgboost"]["challenger"] == "4"
+        assert (await client.models())["models"]["xgboost"]["challenger"] == "4"
     finally:
         await client.close()
 

@@ -62,7 +62,7 @@ async def test_drift_and_canary_panes_show_levels_and_progress(
         assert "xgboost_v3 retrain" in text_of(app.main.query_one("#drift-head"))
         canary = app.main.query_one("#canary")
         row = [str(c) for c in canary.get_row("xgboost")]
-        assert row == ["xgboost", "canary", "v4", "2/4", "25%", "pass wait"]
+        assert row == ["xgboost", "canary", "v4", "1", "25%", "pass pass wait"]
         assert "xgboost: wait 120/200 labelled samples" in text_of(app.main.query_one("#canary-reasons"))
 
 

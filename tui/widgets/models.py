@@ -46,11 +46,9 @@ def canary_rows(data: Any) -> list[tuple[str, list[Any]]]:
     rows = []
     for model, c in sorted(per_model(data, "canaries", "canary", "models").items()):
         phase = str(c.get("phase", "?"))
-        steps = c.get("steps")
         step = c.get("step")
-        step_text = f"{step}/{len(steps)}" if isinstance(steps, list) and step is not None else \
-            str(step if step is not None else "-")
-        verdicts = [v for v in c.get("verdicts") or []]
+        step_text = str(step) if isinstance(step, int) and step >= 0 else "-"  # -1: not stepping
+        verdicts = c.get("verdicts") if isinstance(c.get("verdicts"), list) else []
         trail = Text()
         for i, v in enumerate(verdicts[-4:]):
             if i:
@@ -63,14 +61,22 @@ def canary_rows(data: Any) -> list[tuple[str, list[Any]]]:
 
 
 def last_reasons(data: Any) -> Text:
+    """Why each canary stands where it does: its last verdict, what blocks it, a hold on all."""
     text = Text()
+    held = data.get("held") if isinstance(data, dict) else None
+    if held:
+        text.append(f"canary held: {held}", style="yellow")
     for model, c in sorted(per_model(data, "canaries", "canary", "models").items()):
-        verdicts = c.get("verdicts") or []
+        verdicts = c.get("verdicts") if isinstance(c.get("verdicts"), list) else []
+        if not verdicts and not c.get("blocked"):
+            continue
+        if text:
+            text.append("\n")
+        text.append(f"{model}: ", style="bold")
         if verdicts:
-            if text:
-                text.append("\n")
-            text.append(f"{model}: ", style="bold")
             text.append_text(verdict_text(verdicts[-1]))
+        if c.get("blocked"):
+            text.append(f" blocked: {c['blocked']}", style="yellow")
     return text
 
 
