@@ -1,7 +1,7 @@
 """Fault -> every Envoy ACKed: SIGKILL the primary under load, time until the reconciler's decision
 is ACKed by the edge and the three sidecars (ledger `ts`, recorded after the ACKs).
 
-    .venv/bin/python -m bench.bench_healing [--cycles 8] [--rate 100]
+    .venv/bin/python -m bench.bench_healing [--cycles 8] [--rate 100] [--quick]
 
 Real processes (tests/integration/healing_mesh.py): nats-server, `python -m control_plane` with its
 healing loop (default scrape interval 250 ms; dwell 2 s and a generous token bucket so every cycle
@@ -99,8 +99,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cycles", type=int, default=8)
     parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--quick", action="store_true", help="3 cycles (bench.run_all)")
     args = parser.parse_args()
-    asyncio.run(run(args.cycles, args.rate))
+    asyncio.run(run(3 if args.quick else args.cycles, args.rate))
 
 
 if __name__ == "__main__":
