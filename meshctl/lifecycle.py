@@ -239,7 +239,11 @@ def down(settings: Settings, timeout: float = 10.0, out: Print = print) -> list[
     order = [s.name for s in SERVICES]
     ranked = sorted(records.values(), key=lambda r: order.index(r.name) if r.name in order else -1,
                     reverse=True)
-    stopped = _stop(settings, ranked, timeout=timeout, out=out)
+    # The control plane goes first, so its healing loop never reacts to the shutdown itself
+    # (ejecting a model server that is merely stopping would be saved in the intent).
+    first = [r for r in ranked if r.name == "control-plane"]
+    stopped = _stop(settings, first, timeout=timeout, out=out)
+    stopped += _stop(settings, [r for r in ranked if r.name != "control-plane"], timeout=timeout, out=out)
     for name in records:
         (settings.run_dir / f"{name}.pid").unlink(missing_ok=True)
     (settings.run_dir / RECORDS_FILE).unlink(missing_ok=True)
