@@ -347,13 +347,6 @@ def foreground(settings: Settings, out: Print = print) -> int:
             signal.signal(sig, handler)
 
 
-def reap_children() -> None:
-    """Collect exited children so a foreground `up` leaves no zombies behind."""
-    with contextlib.suppress(ChildProcessError):
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-
-
 def _reap_children() -> None:
     """Collect exited children so a foreground `up` leaves no zombies behind."""
     with contextlib.suppress(ChildProcessError):
