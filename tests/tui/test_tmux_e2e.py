@@ -65,8 +65,14 @@ class Tmux:
 def tmux() -> Iterator[Tmux]:
     t = Tmux(f"mesh-console-test-{uuid.uuid4().hex[:8]}")
     yield t
+    try:
+        socket_path = t.run("display-message", "-p", "#{socket_path}").strip()
+    except subprocess.CalledProcessError:
+        socket_path = ""
     subprocess.run([TMUX or "tmux", "-L", t.socket, "kill-server"], capture_output=True, timeout=10,
                    check=False)
+    if socket_path:
+        Path(socket_path).unlink(missing_ok=True)  # tmux can leave the socket file behind
 
 
 def start_console(tmux: Tmux, tmp_path: Path, env: dict[str, str], *args: str) -> None:
