@@ -6,7 +6,9 @@ import io
 import json
 
 from data_plane.load.results import LoadResult, Progress, Tally
-from meshctl.commands.load import ProgressLine, render
+from data_plane.load.transports import TRANSPORTS
+from data_plane.synthetic import SCENARIOS
+from meshctl.commands.load import SCENARIO_NAMES, TRANSPORT_CHOICES, ProgressLine, render
 
 REPLY = b'{"fraud_probability":0.1,"is_fraud":false,"model_version":"xgboost_v3","model_type":"xgboost",' \
         b'"latency_ms":1.0,"routed_to":"heuristic","fallback_reason":"xgboost_unavailable"}'
@@ -66,3 +68,8 @@ def test_progress_is_sparse_when_not_a_terminal() -> None:
         bar(Progress(float(s), None, s * 10, s * 10, 0, 10.0, 1.0))
     bar.finish()
     assert "\r" not in out.getvalue() and out.getvalue().count("\n") == 2  # at 5 s and 10 s
+
+
+def test_cli_choices_match_the_engine_and_the_generator() -> None:
+    assert ("auto", *TRANSPORTS) == TRANSPORT_CHOICES
+    assert set(SCENARIO_NAMES) == set(SCENARIOS)
