@@ -28,6 +28,7 @@ from typing import Any
 from data_plane.netutil import free_port
 from data_plane.procs import ManagedProcess, envoy
 from data_plane.settings import REPO_ROOT, Ports, Settings
+from meshctl.services import service_names
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SEED_BODY = (b'{"amount": 1500.00, "merchant_category": 7, "hour_of_day": 2, "day_of_week": 6, '
@@ -101,14 +102,16 @@ def direct_response_bootstrap(listen: int, admin: int, body: bytes) -> dict[str,
 class ServingMesh:
     """Start, configure, observe and stop the benchmark's mesh (everything on free loopback ports)."""
 
-    def __init__(self, home: Path, fixed_workers: int = 1) -> None:
+    def __init__(self, home: Path, fixed_workers: int = 1, server_workers: int = 1) -> None:
         self.home = home
         ports = {f"MESH_PORT_{f.name.upper()}": str(free_port()) for f in fields(Ports)}
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("MESH_")},
                     "MESH_HOME": str(home), "MESH_LOG_LEVEL": "WARNING", **ports}
         self.settings = Settings.from_env(self.env)
         self.fixed_workers = fixed_workers
+        self.server_workers = server_workers
         self.fixed: ManagedProcess | None = None
+        self.server: ManagedProcess | None = None  # the SO_REUSEPORT experiment's xgboost workers
         self.direct: ManagedProcess | None = None
         self.direct_port = 0
         self._shadow: Mapping[str, Any] | None = None
@@ -136,7 +139,13 @@ class ServingMesh:
                                                    "--port", str(port), "--workers", str(self.fixed_workers)],
                                     self.home / "logs" / "fixed-json.log", cwd=REPO_ROOT).start()
         self.fixed.wait_port("127.0.0.1", port, timeout=30)
-        self.meshctl("up", "--detach", "--skip", "pytorch")
+        # Only the request path (and NATS, where predictions are logged): the prediction consumers
+        # (workers) and the fault proxy are not part of serving and would only add noise.
+        skip = ["pytorch"] + [name for name in ("workers", "chaos-proxy") if name in service_names()]
+        if self.server_workers > 1:
+            skip.append("xgboost")
+            self._start_reuseport_server()
+        self.meshctl("up", "--detach", "--skip", ",".join(skip))
         # Benchmarks measure the data plane: no reconciler may move weights in the middle of a run.
         self.operator("POST", "/api/v1/freeze", {"reason": "serving benchmark"})
         self.direct_port = free_port()
@@ -147,11 +156,27 @@ class ServingMesh:
                             concurrency=EDGE_WORKERS).start()
         self.direct.wait_port("127.0.0.1", self.direct_port, timeout=30)
 
+    def _start_reuseport_server(self) -> None:
+        from meshctl.lifecycle import child_env
+
+        self.settings.ensure_home()
+        port = self.settings.ports.xgboost
+        self.server = ManagedProcess(
+            "xgboost-workers", [sys.executable, "-m", "bench.reuseport_model_server", "--workers",
+                                str(self.server_workers), "--", "--kind", "xgboost"],
+            self.home / "logs" / "xgboost-workers.log", env=child_env(self.settings), cwd=REPO_ROOT).start()
+        self.server.wait_port("127.0.0.1", port, timeout=60)
+        deadline = time.monotonic() + 120
+        while _call("GET", f"http://127.0.0.1:{port}/ready", timeout=2)[0] != 200:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the xgboost workers never got ready; log {self.server.log_path}")
+            time.sleep(0.3)
+
     def stop(self) -> None:
         try:
             self.meshctl("down", "--timeout", "5", timeout=60)
         finally:
-            for proc in (self.direct, self.fixed):
+            for proc in (self.direct, self.fixed, self.server):
                 if proc is not None:
                     proc.stop(timeout=5)
 
@@ -204,6 +229,8 @@ class ServingMesh:
             leaders.setdefault(role, []).append(int(rec["pid"]))
         if self.fixed is not None:
             leaders["fixed_json"] = [self.fixed.pid]
+        if self.server is not None:
+            leaders["model_server"] = [self.server.pid]
         if self.direct is not None:
             leaders["direct_envoy"] = [self.direct.pid]
         return {role: _group_pids(pids) for role, pids in leaders.items()}
