@@ -4,6 +4,10 @@ They run outside the control-plane process on purpose: training takes seconds of
 server and the canary's clock must never wait for it. `meshctl up` starts this process (service
 `workers`) once a model is registered. Settings: MESH_* env vars; retrain knobs MESH_RETRAIN_*,
 gates MESH_GATE_*, drift window MESH_DRIFT_WINDOW (records per window, default 2000).
+
+The process has no listener: it writes its counters (drift service status, retrain runs) to
+`run/workers-status.json` every MESH_WORKERS_STATUS_S seconds (default 2), replaced atomically, so
+`meshctl` and recovery tests can read them (e.g. no reprocessing storm after a NATS outage).
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import logging
 import os
 import signal
 import sys
+import time
+from typing import Any
+
+import msgspec
 
 from control_plane.healing.drift_service import DriftService
 from control_plane.healing.retrain import RetrainWorker
@@ -21,6 +29,7 @@ from data_plane.eventbus import EventBus
 from data_plane.settings import Settings
 
 log = logging.getLogger("control_plane.workers")
+STATUS_FILE = "workers-status.json"
 
 
 def _drift_service(settings: Settings, bus: EventBus) -> DriftService:
@@ -29,6 +38,28 @@ def _drift_service(settings: Settings, bus: EventBus) -> DriftService:
     max_age = float(os.environ.get("MESH_DRIFT_MAX_WINDOW_AGE_S", "300"))
     return DriftService(settings, bus=bus, window_size=window, min_window=min_window,
                         max_window_age_s=max_age)
+
+
+def workers_status(drift: DriftService, retrain: RetrainWorker) -> dict[str, Any]:
+    """The counters the status file carries (JSON-friendly)."""
+    return {"pid": os.getpid(), "ts": time.time(), "drift": drift.status(),
+            "retrain": {"running": sorted(retrain.running),
+                        "outcomes": [{"kind": o.kind, "reason": o.reason, "version": o.registered_version}
+                                     for o in retrain.outcomes[-20:]]}}
+
+
+async def _write_status(settings: Settings, drift: DriftService, retrain: RetrainWorker,
+                        period: float) -> None:
+    from control_plane.store import atomic_write
+
+    path = settings.run_dir / STATUS_FILE
+    while True:
+        try:
+            body = msgspec.json.encode(workers_status(drift, retrain))
+            await asyncio.to_thread(atomic_write, path, body)
+        except OSError as exc:  # a full disk must not stop drift detection
+            log.warning("cannot write %s: %s", path, exc)
+        await asyncio.sleep(period)
 
 
 async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -46,7 +77,10 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await drift.start()
         await retrain.start()
         log.info("workers up: drift detector and retrain worker")
+        period = float(os.environ.get("MESH_WORKERS_STATUS_S", "2"))
+        status = asyncio.create_task(_write_status(settings, drift, retrain, period), name="status")
         await stop.wait()
+        status.cancel()
     finally:
         await retrain.stop()
         await drift.close()
