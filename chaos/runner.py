@@ -6,7 +6,7 @@
 - one run at a time per MESH_HOME: `<home>/chaos/active.json` (pid + run id) is the chaos lock;
 - progress per step goes to a callback, to `<home>/chaos/<run-id>.json` (rewritten after every step;
   the final document carries the whole chaoslib journal) and to NATS `mesh.chaos.<event>`;
-- SIGTERM aborts (chaoslib interrupts the method; rollbacks and the safety net still run).
+- SIGUSR1 (chaoslib's graceful exit) aborts: the method stops, rollbacks and the safety net run.
 A deviated hypothesis, a failed expectation or a failed fault/rollback gives status "failed".
 """
 
@@ -105,7 +105,13 @@ def active_run(settings: Settings) -> dict[str, Any] | None:
         os.kill(int(info["pid"]), 0)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return info if isinstance(info, dict) else None
+    if not isinstance(info, dict):
+        return None
+    try:  # a run whose verdict is written is over, even while its process still closes NATS
+        doc = json.loads(run_path(settings, str(info.get("run_id"))).read_text())
+    except (OSError, ValueError):
+        return info
+    return info if doc.get("status") == "running" else None
 
 
 def chaos_lock_held(settings: Settings) -> bool:
@@ -132,6 +138,11 @@ def new_run_id() -> str:
 
 def run_path(settings: Settings, run_id: str) -> Path:
     return chaos_dir(settings) / f"{run_id}.json"
+
+
+def abort_flag(settings: Settings, run_id: str) -> Path:
+    """Present once someone asked this run to abort (the verdict then says "aborted")."""
+    return chaos_dir(settings) / f"{run_id}.abort"
 
 
 def read_run(settings: Settings, run_id: str) -> dict[str, Any] | None:

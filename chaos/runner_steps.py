@@ -141,7 +141,11 @@ def execute(report: RunReport, doc: dict[str, Any], config: dict[str, Any], sett
                           event_handlers=[handler])
     finally:
         report.journal = journal
+        from chaos.runner import abort_flag
+
         report.status, report.verdict = verdict_of(journal) if journal else ("aborted", "no journal")
+        if abort_flag(settings, report.run_id).exists():
+            report.status, report.verdict = "aborted", "aborted on request; rollbacks ran"
         try:  # the safety net: whatever the rollbacks left behind
             net = actions.restore_mesh()
             report.steps.append({"phase": "safety-net", "name": "restore_mesh", "status": "succeeded",

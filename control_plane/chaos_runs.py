@@ -4,7 +4,7 @@
     POST /api/v1/chaos/runs              {"name": "primary-killed", "duration_scale": 1.0, "seed": 0}
                                          -> 202 {"run_id"}; 409 while another run is active
     GET  /api/v1/chaos/runs/{id}         status, steps [{phase, name, status, detail}], verdict, journal path
-    POST /api/v1/chaos/runs/{id}/abort   SIGTERM to the run: the method stops, rollbacks still run
+    POST /api/v1/chaos/runs/{id}/abort   the method stops (SIGUSR1, chaoslib's graceful exit), rollbacks run
 
 A run is `python -m chaos.runner` in its own session, so an experiment that stops the control plane
 survives it and starts it again; its state lives in MESH_HOME/chaos/ (the runner writes it), so a
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from chaos.runner import active_run, list_experiments, new_run_id, read_run
+from chaos.runner import abort_flag, active_run, list_experiments, new_run_id, read_run
 from chaos.runner import chaos_lock_held as _lock_held
 from control_plane.operator_api import BadRequest
 from data_plane.contracts.errors import ValidationError
@@ -67,7 +67,11 @@ class ChaosRuns:
         return chaos_lock_held(self.settings) or self._starting()
 
     def _starting(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        """Our runner process is up and has not finished its run yet (it may still be exiting)."""
+        if self._proc is None or self._proc.returncode is not None or self._proc_run is None:
+            return False
+        doc = read_run(self.settings, self._proc_run)
+        return doc is None or doc.get("status") == "running"
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/api/v1/chaos/experiments", self.experiments),
@@ -139,8 +143,11 @@ class ChaosRuns:
             return web.json_response({"error": "not_running", "field": None, "rule": "run_active",
                                       "message": f"run {run_id} is not running ({doc.get('status')})",
                                       "status": doc.get("status")}, status=409)
+        abort_flag(self.settings, run_id).touch()
         with contextlib.suppress(ProcessLookupError):
-            os.kill(int(held["pid"]), signal.SIGTERM)
+            # SIGUSR1 is chaoslib's graceful exit: the method stops (even inside a step) and the
+            # rollbacks run; SIGTERM would only fail the step that happens to be running.
+            os.kill(int(held["pid"]), signal.SIGUSR1)
         return web.json_response({"run_id": run_id, "status": "aborting"}, status=202)
 
 
