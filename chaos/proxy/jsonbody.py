@@ -36,6 +36,8 @@ def decode_body(raw: bytes) -> Any:
         raise BAD_REQUEST_BODY.joined(f"{exc.msg} (line {exc.lineno} column {exc.colno})") from None
     except ValueError as exc:
         raise BAD_REQUEST_BODY.joined(str(exc)) from None
+    except RecursionError:  # e.g. 10k nested arrays; Go's decoder stops at depth 10,000 too
+        raise BAD_REQUEST_BODY.joined("exceeded max depth") from None
     return value
 
 
