@@ -12,7 +12,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 
 from control_plane.xds.clusters import BuildOptions, ads_config_source, socket_address
 from control_plane.xds.fallback import CUSTOM_RESPONSE_FILTER, custom_response_filter, local_reply_config
-from control_plane.xds.resources import pack, u32
+from control_plane.xds.resources import pack, seconds, u32
 from control_plane.xds.routes import BUFFER_FILTER, EDGE_ROUTE_CONFIG
 
 HCM_FILTER = "envoy.filters.network.http_connection_manager"
@@ -44,6 +44,8 @@ def edge_listener(host: str, port: int, opts: BuildOptions) -> listener_pb2.List
                                                    typed_config=pack(custom_response_filter())),
                       _router()],
         local_reply_config=local_reply_config(),
+        # A client trickling headers or body is cut off with 408 (no timeout: held for ever).
+        request_timeout=seconds(10.0),
         # A client's own x-request-id is the prediction's id (delayed labels join on it): keep it
         # even when Envoy treats the request as external (use_remote_address in compose).
         preserve_external_request_id=True)
