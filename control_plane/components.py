@@ -54,9 +54,15 @@ def _chaos(cp: ControlPlane) -> Component:
     return chaos_component(cp)
 
 
+def _ab_stats(cp: ControlPlane) -> Component | None:
+    from control_plane.ab_component import ab_stats_component
+
+    return ab_stats_component(cp)
+
+
 # One entry per component, started in this order after the xDS core, stopped in reverse.
 # Factories import their module lazily so the operator API and components never import-cycle.
-COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary, _chaos]
+COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary, _chaos, _ab_stats]
 
 
 def build_components(cp: ControlPlane, factories: Iterable[ComponentFactory] = ()) -> list[Component]:
