@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RETRAIN_DECISION = subjects.RETRAIN_DECISION
+CHAOS_HOLD = "a chaos experiment is running"
 _batch = msgspec.json.Decoder(PredictionBatch).decode
 _label = msgspec.json.Decoder(Label).decode
 _registered = msgspec.json.Decoder(ModelRegistered).decode
@@ -157,14 +158,24 @@ class CanaryComponent:
 
     # ---- loops --------------------------------------------------------------------------------------
     async def _loop(self) -> None:
+        from control_plane.chaos_runs import chaos_lock_held
+
         while True:
             await asyncio.sleep(self.controller.config.tick_s)
             try:
+                self._follow_chaos_lock(chaos_lock_held(self.cp.settings))
                 await self.controller.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("canary tick failed; the next tick retries")
+
+    def _follow_chaos_lock(self, held: bool) -> None:
+        """A running chaos experiment pauses promotions; its end releases only its own hold."""
+        if held and self.controller.hold_reason is None:
+            self.controller.hold(CHAOS_HOLD)
+        elif not held and self.controller.hold_reason == CHAOS_HOLD:
+            self.controller.release()
 
     async def _subscribe(self) -> None:
         import nats

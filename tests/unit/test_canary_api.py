@@ -59,3 +59,21 @@ async def test_writes_need_the_token_and_retrain_needs_nats(api):
     assert (await client.post("/api/v1/retrain", json={"model": "xgboost"})).status == 401
     resp = await client.post("/api/v1/retrain", json={"model": "xgboost"}, headers=auth)
     assert resp.status == 503 and (await resp.json())["message"].startswith("NATS is not reachable")
+
+
+async def test_a_running_chaos_experiment_holds_promotions_and_its_end_releases_them(settings):
+    from control_plane.healing.canary_component import CHAOS_HOLD
+
+    cp = control_plane(settings)
+    component = CanaryComponent(cp)
+    try:
+        component._follow_chaos_lock(True)
+        assert component.controller.hold_reason == CHAOS_HOLD
+        component._follow_chaos_lock(False)
+        assert component.controller.hold_reason is None
+        # An operator's own hold is not released by the end of an experiment.
+        component.controller.hold("incident 42")
+        component._follow_chaos_lock(False)
+        assert component.controller.hold_reason == "incident 42"
+    finally:
+        await component.actions.close()
