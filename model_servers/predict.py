@@ -264,7 +264,7 @@ def _parse_batch(body: bytes) -> list[Transaction | ValidationError]:
                                   "transactions must be an array of transaction objects") from None
         raise ValidationError("$body", "type", 'the request body must be a JSON object '
                               '{"transactions": [...]}') from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for a non-UTF-8 key
         try:
             parse_transaction(body)  # reuse its explanation of malformed JSON
         except ValidationError as err:
