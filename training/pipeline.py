@@ -33,6 +33,7 @@ from data_plane.settings import Settings
 from data_plane.synthetic import GENERATOR_VERSION, Dataset, generate
 from training import export, mlp, xgb
 from training.evaluate import choose_threshold, evaluate, split_out_of_time
+from training.validate import require_valid
 
 ProgressFn = Callable[[str, float], None]
 KINDS: tuple[str, ...] = tuple(MODEL_NAMES)
@@ -93,10 +94,17 @@ class TrainReport:
 
 def train_one(kind: str, dataset: Dataset, *, seed: int = 0, workdir: Path | None = None,
               progress: ProgressFn | None = None, params: dict[str, Any] | None = None,
-              threads: int = TRAIN_THREADS) -> TrainedModel:
-    """Train one model kind on `dataset` (time-ordered) and export it; see the module docstring."""
+              threads: int = TRAIN_THREADS, validate: bool = True,
+              reference_stats: dict[str, Any] | None = None) -> TrainedModel:
+    """Train one model kind on `dataset` (time-ordered) and export it; see the module docstring.
+
+    The dataset is validated first (`training.validate`; drift against `reference_stats`, the
+    previous training set's, when given): a bad one raises `DatasetRejected` before any training.
+    `validate=False` only for a caller that has just validated the same dataset."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+    if validate:
+        require_valid(dataset, reference_stats)
     report = progress or _quiet
     folder = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"train-{kind}-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -182,6 +190,9 @@ def train_all(settings: Settings, rows: int = 50_000, seed: int = 0, progress: P
     fingerprint = dataset.fingerprint()
     report("generate", 1.0)
     timings = {"generate_s": time.perf_counter() - t}
+    report("validate", 0.0)
+    require_valid(dataset)  # fails closed before the registry or any model is touched
+    report("validate", 1.0)
     registry = Registry(settings)
     # Importing MLflow and opening (or creating) its database takes seconds: overlap it with
     # training the first model, which leaves the second core free (TRAIN_THREADS = 1).
@@ -192,7 +203,7 @@ def train_all(settings: Settings, rows: int = 50_000, seed: int = 0, progress: P
     with tempfile.TemporaryDirectory(prefix="train-", dir=settings.data_dir) as tmp:
         for kind in kinds:
             trained = train_one(kind, dataset, seed=seed, workdir=Path(tmp) / kind, progress=progress,
-                                threads=threads)
+                                threads=threads, validate=False)
             if has_champion is None:
                 report("registry:open", 0.0)
                 t = time.perf_counter()

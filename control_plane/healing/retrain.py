@@ -142,6 +142,17 @@ def score_champion(settings: Settings, kind: str, holdout_x: np.ndarray, holdout
     return loaded.version, evaluate(holdout_y, scores, threshold), dict(loaded.params)
 
 
+def _champion_reference(settings: Settings, kind: str) -> dict[str, Any] | None:
+    """The champion's training-set reference statistics (drift check of the new training data)."""
+    from data_plane.contracts.errors import MeshError
+    from data_plane.registry import Registry
+
+    try:
+        return dict(Registry(settings).fetch(kind, "champion").reference_stats or {}) or None
+    except MeshError:
+        return None
+
+
 @dataclass
 class RunOutcome:
     kind: str
@@ -149,6 +160,7 @@ class RunOutcome:
     verdict: GateVerdict | None
     reason: str
     numbers: dict[str, float] = field(default_factory=dict)
+    detail: str | None = None  # the ledger reason when `reason` is a rule name (dataset_rejected)
 
 
 class RetrainWorker:
@@ -257,7 +269,7 @@ class RetrainWorker:
             self.bus.publish(subjects.MODEL_REGISTERED, ModelRegistered(
                 model=kind, version=outcome.registered_version, alias="challenger",
                 metrics={k: v for k, v in outcome.numbers.items()}, trigger_id=trigger_id))
-        return self._finish(outcome, trigger_id, outcome.reason)
+        return self._finish(outcome, trigger_id, outcome.detail or outcome.reason)
 
     async def _collect(self, kind: str) -> RecentRows | None:
         c = self.config
@@ -282,6 +294,7 @@ class RetrainWorker:
 
         from training.evaluate import evaluate
         from training.pipeline import register_trained, train_one
+        from training.validate import validate_dataset
 
         c = self.config
         recent_train, holdout = split_recent(recent, c.holdout_fraction)
@@ -289,9 +302,18 @@ class RetrainWorker:
         params = champ[2] if champ else {}
         reference = reference_sample(params, min(c.reference_rows, max(5000, 2 * len(recent_train))), c.seed)
         data = training_set(recent_train, reference, c.seed)
+        report = validate_dataset(data, _champion_reference(self.settings, kind) if champ else None)
+        self._progress(kind, "validate", 1.0, report.render().splitlines()[0])
+        if not report.passed:
+            failed = "; ".join(f"{c.name} {c.value if c.value is None else round(c.value, 6)} "
+                               f"(limit {c.limit}{', ' + c.detail if c.detail else ''})"
+                               for c in report.failed)
+            return RunOutcome(kind, None, None, "dataset_rejected",
+                              {"train_rows": float(len(data)), "checks_failed": float(len(report.failed))},
+                              detail=f"training data refused: {failed}")
         self._progress(kind, "train", 0.0, f"{len(data)} rows ({len(recent_train)} recent)")
         with tempfile.TemporaryDirectory(prefix=f"retrain-{kind}-", dir=self.settings.data_dir) as tmp:
-            trained = train_one(kind, data, seed=c.seed, workdir=Path(tmp),
+            trained = train_one(kind, data, seed=c.seed, workdir=Path(tmp), validate=False,
                                 progress=lambda stage, f: self._progress(kind, "train", f, stage))
             self._progress(kind, "evaluate", 0.0, f"holdout of {len(holdout)} recent rows")
             from data_plane.scoring import OnnxScorer
