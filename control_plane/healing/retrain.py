@@ -1,7 +1,9 @@
 """RetrainWorker: a drift report (or an operator request) in, a gated `challenger` (or a reasoned no) out.
 
-Triggers: a `DriftReport` with level `retrain` on `mesh.drift.<kind>`, and `RetrainRequested` on
-`mesh.retrain.requested` (operator, `POST /api/v1/retrain`). Drift triggers are rationed: at most
+Triggers: a `DriftReport` with level `retrain` on `mesh.drift.<kind>`, `RetrainRequested` on
+`mesh.retrain.requested` (operator, `POST /api/v1/retrain`), and a schedule
+(`MESH_RETRAIN_SCHEDULE_S` seconds per kind, 0 = off; reason `schedule`, rationed like drift).
+Drift and scheduled triggers are rationed: at most
 `budget_per_hour` runs per kind per rolling hour and `cooldown_s` between two runs of one kind;
 an operator request skips the cooldown but not a run already in progress.
 
@@ -72,6 +74,7 @@ class RetrainConfig:
     label_poll_s: float = 5.0
     latency_rows: int = 2000
     seed: int = 0
+    schedule_s: float = 0.0  # scheduled retraining per kind every this many seconds; 0 = off
     gates: GateConfig = field(default_factory=GateConfig)
 
     @classmethod
@@ -178,6 +181,9 @@ class RetrainWorker:
         self._nc: Any = None
         self._subs: list[Any] = []
         self._last_progress = 0.0
+        self.clock = clock
+        self._next_due: dict[str, float] = {}
+        self._schedule_task: asyncio.Task[None] | None = None
 
     # ---- wiring -----------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -197,8 +203,12 @@ class RetrainWorker:
                 delay = min(2 * delay, 2.0)
         self._subs = [await self._nc.subscribe("mesh.drift.*", cb=self._on_drift),
                       await self._nc.subscribe(subjects.RETRAIN_REQUESTED, cb=self._on_request)]
+        if self.config.schedule_s > 0:
+            self._schedule_task = asyncio.create_task(self._schedule_loop(), name="retrain-schedule")
 
     async def stop(self) -> None:
+        if self._schedule_task is not None:
+            self._schedule_task.cancel()
         for task in self.running.values():
             task.cancel()
         if self.running:
@@ -225,6 +235,32 @@ class RetrainWorker:
         except msgspec.MsgspecError:
             return
         self.trigger(req.model, req.reason or "operator", req.id, operator=req.reason != "drift")
+
+    # ---- schedule ---------------------------------------------------------------------------------
+    def due_scheduled(self) -> list[str]:
+        """Kinds whose scheduled run is due now (the first is one interval after the first call);
+        each due kind's next run is one interval later, whether or not the budget lets it run."""
+        from data_plane.registry import MODEL_NAMES
+
+        every = self.config.schedule_s
+        if every <= 0:
+            return []
+        now = self.clock()
+        due = []
+        for kind in MODEL_NAMES:
+            if now >= self._next_due.setdefault(kind, now + every):
+                due.append(kind)
+                self._next_due[kind] = now + every
+        return due
+
+    async def _schedule_loop(self) -> None:
+        self.due_scheduled()  # arms the first deadline
+        tick = min(5.0, max(0.05, self.config.schedule_s / 10))
+        while True:
+            await asyncio.sleep(tick)
+            for kind in self.due_scheduled():
+                # same budget, cooldown, gates and ledger as a drift trigger
+                self.trigger(kind, "schedule", f"schedule-{kind}-{int(time.time())}")
 
     # ---- triggering -------------------------------------------------------------------------------
     def trigger(self, kind: str, reason: str, trigger_id: str, *, operator: bool = False,
