@@ -60,9 +60,16 @@ def _ab_stats(cp: ControlPlane) -> Component | None:
     return ab_stats_component(cp)
 
 
+def _drift_reports(cp: ControlPlane) -> Component | None:
+    from control_plane.drift_reports import drift_reports_component
+
+    return drift_reports_component(cp)
+
+
 # One entry per component, started in this order after the xDS core, stopped in reverse.
 # Factories import their module lazily so the operator API and components never import-cycle.
-COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary, _chaos, _ab_stats]
+COMPONENTS: list[ComponentFactory] = [_background_load, _routing_controls, _canary, _chaos, _ab_stats,
+                                      _drift_reports]
 
 
 def build_components(cp: ControlPlane, factories: Iterable[ComponentFactory] = ()) -> list[Component]:
