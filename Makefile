@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup run test lint soak bench bench-quick clean down
+.PHONY: setup run test lint typecheck soak bench bench-quick clean down
 
 setup:
 	@bash scripts/setup-venv.sh
@@ -17,9 +17,13 @@ down: setup
 test: setup lint
 	@$(PY) -m pytest -q -p no:cacheprovider
 
-lint: setup
+lint: setup typecheck
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/lint-imports --no-cache
+
+# mypy on the shared contracts and the control plane (config: [tool.mypy] in pyproject.toml).
+typecheck: setup
+	@$(VENV)/bin/mypy data_plane/contracts control_plane
 
 # Slow suites: outside the default test run, one command each.
 soak: setup
