@@ -252,6 +252,8 @@ def _parse_one(body: bytes) -> Transaction:
         return parse_transaction(body)
     except UnicodeDecodeError:
         raise ValidationError("$body", "json", "the request body is not valid UTF-8") from None
+    except RecursionError:
+        raise ValidationError("$body", "json", "the request body is nested too deeply") from None
 
 
 def _parse_batch(body: bytes) -> list[Transaction | ValidationError]:
@@ -273,6 +275,8 @@ def _parse_batch(body: bytes) -> list[Transaction | ValidationError]:
                                   "transactions must be an array of transaction objects") from None
         raise ValidationError("$body", "type", 'the request body must be a JSON object '
                               '{"transactions": [...]}') from None
+    except RecursionError:  # e.g. an item of 20k nested arrays: msgspec recurses into Raw items
+        raise ValidationError("$body", "json", "the request body is nested too deeply") from None
     except (msgspec.DecodeError, UnicodeDecodeError):  # msgspec raises the latter for a non-UTF-8 key
         try:
             _parse_one(body)  # reuse its explanation of malformed JSON
