@@ -41,6 +41,16 @@ def test_brier_auc_recall_and_latency_gates():
     assert judge_candidate(cand(f1=0.9, brier=0.0199, recall_at_1pct_fpr=0.74), CHAMPION, 0.9).passed
 
 
+def test_recall_drop_of_one_holdout_fraud_is_not_evidence():
+    # 15 frauds in the holdout: recall moves in steps of 1/15 = 0.067; one case less is noise.
+    one = judge_candidate(cand(f1=0.9, recall_at_1pct_fpr=0.75 - 1 / 15, positives=15), CHAMPION, 0.05)
+    assert one.passed, one.summary()
+    two = judge_candidate(cand(f1=0.9, recall_at_1pct_fpr=0.75 - 2 / 15, positives=15), CHAMPION, 0.05)
+    assert [g.name for g in two.failed] == ["recall_at_1pct_fpr_drop"]
+    many = judge_candidate(cand(f1=0.9, recall_at_1pct_fpr=0.72, positives=1000), CHAMPION, 0.05)
+    assert [g.name for g in many.failed] == ["recall_at_1pct_fpr_drop"]  # 0.02 rules at 1,000 frauds
+
+
 def test_no_champion_judges_absolute_floors_only():
     v = judge_candidate(cand(f1=0.71, auc=0.86), None, 0.1)
     assert v.passed and {g.name for g in v.gates} == {"auc", "f1", "latency_p99_ms"}
