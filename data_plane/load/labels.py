@@ -27,12 +27,15 @@ from data_plane.load.targets import MAX_CARDS, LoadTargetError
 from data_plane.synthetic import LabelFeed
 
 MAX_LABEL_DELAY_S = 24 * 3600.0
+# Labelled runs feed the retrain worker: every request should be a fresh row, since repeated rows
+# make its training set duplicates and put training rows into its holdout (16,384 = 3.4 min at 80/s).
+LABELLED_PAYLOADS = 16_384
 _TICK_S = 0.1
 Send = Callable[[int, str | None], Awaitable[tuple[int, bytes]]]
 
 
 def labelled_payloads(seed: int = 0, scenario: str | None = None, cards: int = 0,
-                      count: int = 1024) -> tuple[list[Payload], list[bool]]:
+                      count: int = LABELLED_PAYLOADS) -> tuple[list[Payload], list[bool]]:
     """Like `synthetic_payloads`, plus each body's true label (the generator's ground truth)."""
     from data_plane.synthetic import SCENARIOS, iter_labelled
 
