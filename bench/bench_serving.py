@@ -9,14 +9,18 @@ Targets (one mesh, switched through the operator API between samples, rounds int
 - `d_full_shadow`: (c) with the route mirroring `--shadow-fraction` of requests to the challenger;
 - `e_full_no_sidecar`: (c) with the edge talking to the model server directly;
 - `b2_fixed_no_sidecar`: (b) without the sidecar (the reference for (e)).
-Then latency in open loop at 50 % of (c)'s peak (p99, free of coordinated omission).
+Then latency in open loop at 50 % of (c)'s peak (p99, free of coordinated omission), and at the
+same rate through (b) and (a) as references.
+`--variants` adds model servers with one serving choice changed (stdlib asyncio instead of
+uvloop, no micro-batching, two SO_REUSEPORT workers), each reached like (e).
 
 Ceilings use wrk when installed (`apt-get install -y wrk`), else the project's Python engine.
 Every sample also records the edge's per-cluster request counters (no fallback may hide in a
 number: the full path must be answered by the xgboost cluster only), the requests the sidecars
 took in, and the CPU the whole mesh spent per request.
 
-Run: `.venv/bin/python -m bench.bench_serving [--quick] [--rounds 3 --seconds 3 --concurrency 16]`.
+Run: `.venv/bin/python -m bench.bench_serving [--quick] [--variants] [--rounds 3 --seconds 3
+--concurrency 16]`.
 Writes bench/results/serving.json.
 """
 
@@ -49,6 +53,7 @@ class Target:
     skip_sidecar: bool = False
     expect: str = "xgboost"  # the only model cluster that may take the requests
     reference: str = "b_fixed_json"
+    variant: str | None = None  # an extra xgboost server (bench.model_server_variant), reached directly
 
 
 @dataclass
@@ -68,13 +73,21 @@ TARGETS = (
     Target("b2_fixed_no_sidecar", FIXED, skip_sidecar=True, expect="pytorch",
            reference="b2_fixed_no_sidecar"),
 )
+# `--variants`: the serving choices of the model server, each measured against the same reference
+# as e_full_no_sidecar (edge -> server directly), in the same rounds.
+VARIANTS = {"asyncio": ["--event-loop", "asyncio"], "no_micro_batch": ["--no-micro-batch"],
+            "reuseport_2_workers": ["--workers", "2"]}
+VARIANT_TARGETS = tuple(Target(f"v_{name}", XGB, skip_sidecar=True, reference="b2_fixed_no_sidecar",
+                               variant=name) for name in VARIANTS)
 
 
 def _configure(mesh: ServingMesh, t: Target, shadow_fraction: float) -> None:
     if t.weights is None:
         return
     overrides = {}
-    if t.skip_sidecar:
+    if t.variant is not None:
+        overrides["xgboost"] = mesh.variants[t.variant][1]
+    elif t.skip_sidecar:
         kind = t.expect
         overrides[kind] = getattr(mesh.settings.ports, kind)
     mesh.configure(t.weights, {"model": "xgboost", "fraction": shadow_fraction} if t.shadow else None,
@@ -100,16 +113,19 @@ def _sample(mesh: ServingMesh, t: Target, concurrency: int, seconds: float) -> d
 
 
 def run(args: argparse.Namespace) -> None:
-    targets = [t for t in TARGETS if not args.only or t.name in args.only]
+    targets = [t for t in TARGETS + (VARIANT_TARGETS if args.variants else ())
+               if not args.only or t.name in args.only]
     samples = {t.name: Samples() for t in targets}
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
-        mesh = ServingMesh(Path(tmp) / "mesh", fixed_workers=args.fixed_workers,
-                           server_workers=args.server_workers)
+        mesh = ServingMesh(Path(tmp) / "mesh", fixed_workers=args.fixed_workers)
         try:
             t0 = time.perf_counter()
             trained = mesh.train(args.rows)
             train_s = time.perf_counter() - t0
             mesh.start()
+            for t in targets:
+                if t.variant is not None:
+                    mesh.start_variant(t.variant, VARIANTS[t.variant])
             mesh.configure(XGB)
             mesh.wait_answering()
             for t in targets:  # warm-up: connections, caches, the first micro-batches
@@ -141,6 +157,7 @@ def _open_loop(mesh: ServingMesh, samples: dict[str, Samples], args: argparse.Na
                                ("c_full", mesh.predict_url, XGB)):
         if weights is not None:
             mesh.configure(weights)
+        measure_open_loop(url, SEED_BODY, rate=rate, duration=1.0)  # warm-up: open the connections
         r = measure_open_loop(url, SEED_BODY, rate=rate, duration=args.open_seconds)
         out[name] = {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "p99.9_ms": r["p99.9_ms"],
                      "max_ms": r["max_ms"], "requests": r["requests"], "failed": r["errors"] + r["non_2xx"],
@@ -182,7 +199,6 @@ def _report(targets: list[Target], samples: dict[str, Samples], open_loop: dict[
         "tool": "wrk" if wrk_available() else "engine (wrk not installed)",
         "rounds": args.rounds, "seconds_per_sample": args.seconds, "concurrency": args.concurrency,
         "shadow_fraction": args.shadow_fraction, "fixed_json_workers": args.fixed_workers,
-        "model_server_workers": args.server_workers,
         "training_rows": args.rows, "training_s": round(train_s, 1),
         "xgboost_auc": next((m["metrics"].get("auc") for m in trained.get("models", [])
                              if m["kind"] == "xgboost"), None),
@@ -215,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shadow-fraction", type=float, default=1.0, help="mirrored share in d_full_shadow")
     p.add_argument("--fixed-workers", type=int, default=1,
                    help="processes of the fixed-JSON server (SO_REUSEPORT); 1 = like the model server")
-    p.add_argument("--server-workers", type=int, default=1,
-                   help="experiment: xgboost model-server processes sharing its port (SO_REUSEPORT)")
+    p.add_argument("--variants", action="store_true",
+                   help="also measure model-server variants (asyncio loop, no micro-batching, "
+                        "2 SO_REUSEPORT workers), each reached directly like e_full_no_sidecar")
     p.add_argument("--only", nargs="*", help="measure only these targets")
     args = p.parse_args(argv)
     if args.quick:  # explicit --rounds / --seconds still win

@@ -102,16 +102,16 @@ def direct_response_bootstrap(listen: int, admin: int, body: bytes) -> dict[str,
 class ServingMesh:
     """Start, configure, observe and stop the benchmark's mesh (everything on free loopback ports)."""
 
-    def __init__(self, home: Path, fixed_workers: int = 1, server_workers: int = 1) -> None:
+    def __init__(self, home: Path, fixed_workers: int = 1) -> None:
         self.home = home
         ports = {f"MESH_PORT_{f.name.upper()}": str(free_port()) for f in fields(Ports)}
         self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("MESH_")},
                     "MESH_HOME": str(home), "MESH_LOG_LEVEL": "WARNING", **ports}
         self.settings = Settings.from_env(self.env)
         self.fixed_workers = fixed_workers
-        self.server_workers = server_workers
         self.fixed: ManagedProcess | None = None
-        self.server: ManagedProcess | None = None  # the SO_REUSEPORT experiment's xgboost workers
+        # Experiments: extra xgboost servers with one serving choice changed (name -> process, port).
+        self.variants: dict[str, tuple[ManagedProcess, int]] = {}
         self.direct: ManagedProcess | None = None
         self.direct_port = 0
         self._shadow: Mapping[str, Any] | None = None
@@ -142,9 +142,6 @@ class ServingMesh:
         # Only the request path (and NATS, where predictions are logged): the prediction consumers
         # (workers) and the fault proxy are not part of serving and would only add noise.
         skip = ["pytorch"] + [name for name in ("workers", "chaos-proxy") if name in service_names()]
-        if self.server_workers > 1:
-            skip.append("xgboost")
-            self._start_reuseport_server()
         self.meshctl("up", "--detach", "--skip", ",".join(skip))
         # Benchmarks measure the data plane: no reconciler may move weights in the middle of a run.
         self.operator("POST", "/api/v1/freeze", {"reason": "serving benchmark"})
@@ -156,27 +153,29 @@ class ServingMesh:
                             concurrency=EDGE_WORKERS).start()
         self.direct.wait_port("127.0.0.1", self.direct_port, timeout=30)
 
-    def _start_reuseport_server(self) -> None:
+    def start_variant(self, name: str, flags: list[str]) -> int:
+        """An extra xgboost server (`bench.model_server_variant` with `flags`) on a free port."""
         from meshctl.lifecycle import child_env
 
-        self.settings.ensure_home()
-        port = self.settings.ports.xgboost
-        self.server = ManagedProcess(
-            "xgboost-workers", [sys.executable, "-m", "bench.reuseport_model_server", "--workers",
-                                str(self.server_workers), "--", "--kind", "xgboost"],
-            self.home / "logs" / "xgboost-workers.log", env=child_env(self.settings), cwd=REPO_ROOT).start()
-        self.server.wait_port("127.0.0.1", port, timeout=60)
+        port = free_port()
+        proc = ManagedProcess(
+            f"variant-{name}", [sys.executable, "-m", "bench.model_server_variant", *flags, "--",
+                                "--kind", "xgboost", "--port", str(port), "--challenger-port", "0"],
+            self.home / "logs" / f"variant-{name}.log", env=child_env(self.settings), cwd=REPO_ROOT).start()
+        self.variants[name] = (proc, port)
+        proc.wait_port("127.0.0.1", port, timeout=60)
         deadline = time.monotonic() + 120
         while _call("GET", f"http://127.0.0.1:{port}/ready", timeout=2)[0] != 200:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the xgboost workers never got ready; log {self.server.log_path}")
+                raise RuntimeError(f"variant {name} never got ready; log {proc.log_path}")
             time.sleep(0.3)
+        return port
 
     def stop(self) -> None:
         try:
             self.meshctl("down", "--timeout", "5", timeout=60)
         finally:
-            for proc in (self.direct, self.fixed, self.server):
+            for proc in (self.direct, self.fixed, *(p for p, _ in self.variants.values())):
                 if proc is not None:
                     proc.stop(timeout=5)
 
@@ -229,8 +228,8 @@ class ServingMesh:
             leaders.setdefault(role, []).append(int(rec["pid"]))
         if self.fixed is not None:
             leaders["fixed_json"] = [self.fixed.pid]
-        if self.server is not None:
-            leaders["model_server"] = [self.server.pid]
+        for name, (proc, _) in self.variants.items():
+            leaders[f"variant_{name}"] = [proc.pid]
         if self.direct is not None:
             leaders["direct_envoy"] = [self.direct.pid]
         return {role: _group_pids(pids) for role, pids in leaders.items()}

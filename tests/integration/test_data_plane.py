@@ -53,9 +53,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     m = Mesh(env, mesh_settings(home, env))
     try:
         # Small models (fast): both kinds become champions; a second xgboost becomes its challenger.
-        for args in (["--rows", "8000"], ["--kind", "xgboost", "--rows", "5000", "--seed", "1"]):
-            trained = m.meshctl("train", *args, "--json", timeout=300)
-            assert trained.returncode == 0, trained.stderr[-2000:]
+        trained = subprocess.run([sys.executable, "-m", "tests.integration.dp_train", "--rows", "6000"],
+                                 env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert trained.returncode == 0, trained.stderr[-2000:]
         m.up()
         code, body = m.operator("POST", "/api/v1/freeze", {"reason": "data-plane tests: Envoy alone"})
         assert code == 200, body
