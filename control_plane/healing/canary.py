@@ -50,6 +50,7 @@ class CanaryRun:
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     blocked: str | None = None  # why the last move did not happen (frozen, hold)
     started: float = 0.0
+    moving: bool = False  # a task is inside _advance for this run (the tick or on_registered)
 
     @property
     def active(self) -> bool:
@@ -116,6 +117,18 @@ class CanaryController:
                 await self._advance(run)
 
     async def _advance(self, run: CanaryRun) -> None:
+        # One mover per run: `on_registered` and the tick loop both advance a run, and a move
+        # awaits (slot reload, apply); a second entry would repeat it (two load_challenger and
+        # two canary_shadow decisions were seen on a real mesh). The tick retries next round.
+        if run.moving:
+            return
+        run.moving = True
+        try:
+            await self._advance_once(run)
+        finally:
+            run.moving = False
+
+    async def _advance_once(self, run: CanaryRun) -> None:
         if self.hold_reason is not None:
             run.blocked = f"held: {self.hold_reason}"
             return

@@ -188,3 +188,25 @@ def test_p95_over_500ms_fails_and_no_traffic_times_out():
     empty = Evidence()
     assert judge(empty, CFG.step, CFG, 10.0, shadow=False).result == "wait"
     assert judge(empty, CFG.step, CFG, 61.0, shadow=False).rule == "insufficient_evidence"
+
+
+async def test_a_tick_during_the_slot_reload_does_not_start_the_run_twice(cp):
+    """on_registered awaits the challenger reload; the tick loop must not start the same run again."""
+    import asyncio
+
+    class SlowReload(RecordingActions):
+        async def reload_slot(self, kind: str, slot: str, version: str) -> None:
+            await asyncio.sleep(0.05)
+            await super().reload_slot(kind, slot, version)
+
+    actions = SlowReload()
+    ctl = CanaryController(cp, actions, CFG, Clock())
+    starting = asyncio.create_task(ctl.on_registered("xgboost", "2", "drift-1"))
+    await asyncio.sleep(0.01)  # on_registered is inside reload_slot now
+    await ctl.tick()
+    run = await starting
+    await ctl.tick()
+    assert run.phase == "shadow"
+    assert [c for c in actions.calls if c[0] == "reload"] == [("reload", "xgboost", "challenger", "2")]
+    actions_seen = [d.action for d in cp.ledger.read(limit=100) if d.actor == "canary"]
+    assert actions_seen == ["load_challenger", "canary_shadow"]
