@@ -55,6 +55,13 @@ class ServerContext:
         # Cluster names this server answers for as itself (x-mesh-intended values).
         self.cluster = {CHAMPION: self.kind, CHALLENGER: f"{self.kind}-challenger"}
 
+    def threshold_of(self, model: Model) -> float:
+        """The model's own decision threshold (F1-best on validation, recorded in the registry)
+        when it has one, else MESH_FRAUD_THRESHOLD: the gates and the canary judged a version at
+        its own threshold, so serving must decide at the same one."""
+        own = getattr(model, "threshold", None)
+        return float(own) if own is not None else self.threshold
+
     def slot_of(self, request: web.Request) -> str:
         """The slot a request addresses: the challenger listener's port, else the champion."""
         if self.challenger_ports:

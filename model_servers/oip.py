@@ -261,7 +261,7 @@ class OipHandlers:
         intended = request.headers.get("x-mesh-intended")
         rid = request_id_of(request)
         latency_ms = (time.perf_counter() - started) * 1000.0
-        threshold = ctx.threshold
+        threshold = ctx.threshold_of(model)
         flags = [s >= threshold for s in scores]
         now = time.time()
         mv = model.model_version

@@ -25,9 +25,10 @@ class OnnxModel:
 
     platform = "onnxruntime"
 
-    def __init__(self, kind: str, version: str, scorer: OnnxScorer) -> None:
+    def __init__(self, kind: str, version: str, scorer: OnnxScorer, threshold: float | None = None) -> None:
         self.kind = kind
         self.version = version
+        self.threshold = threshold  # the registry's F1-best threshold; None: the server's default
         self.model_version = f"{kind}_v{version}"
         self._scorer = scorer
         # Bound once: the hot path calls it per request.
@@ -64,4 +65,4 @@ class RegistrySource:
 
     def open(self, located: Any) -> OnnxModel:
         """An ONNX Runtime session for a located version."""
-        return OnnxModel(self.kind, str(located.version), OnnxScorer(located.onnx_path))
+        return OnnxModel(self.kind, str(located.version), OnnxScorer(located.onnx_path), located.threshold)

@@ -118,7 +118,7 @@ class PredictHandlers:
                 p = await batcher.score(model, features) if batcher else model.predict_one(features)
             except Exception as exc:  # a broken model must fail over (Envoy retries), not 500
                 return self._scoring_failed(exc, model, slot, ENDPOINT_ONE, started)
-            is_fraud = p >= ctx.threshold
+            is_fraud = p >= ctx.threshold_of(model)
             intended = headers.get("x-mesh-intended")
             reason = None if shadow else ctx.fallback_reason(intended, slot)
             rid = headers.get("x-request-id")
@@ -194,8 +194,9 @@ class PredictHandlers:
         results: list[dict[str, Any]] = [{}] * len(items)
         now = time.time()
         fraud = 0
+        threshold = ctx.threshold_of(model)
         for (i, txn), row, p in zip(valid, rows, scores, strict=True):
-            is_fraud = p >= ctx.threshold
+            is_fraud = p >= threshold
             fraud += is_fraud
             results[i] = {"index": i, "status": 200, "prediction": Prediction(
                 round(p, 6), is_fraud, mv, self.kind, round(latency_ms, 3), self.kind, reason)}
