@@ -108,7 +108,7 @@ def parse_transaction(body: bytes) -> Transaction:
         txn = _decoder.decode(body)
     except msgspec.ValidationError as exc:
         raise _explain(str(exc), body) from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec raises the latter for a non-UTF-8 key
         raise _malformed(str(exc), body) from None
     # JSON has no NaN/Infinity literals, but 1e999 decodes to inf; ranges already exclude it
     # (inf > maximum), so only NaN could slip through a comparison: check floats explicitly.

@@ -146,3 +146,8 @@ def test_subject_helpers() -> None:
     assert subjects.xds("nacked") == "mesh.xds.nacked"
     with pytest.raises(ValueError, match="unknown xDS event"):
         subjects.xds("bogus")
+
+
+def test_invalid_utf8_inside_a_key_is_a_400_not_a_crash() -> None:
+    err = rejects(b'{"merc\xfehant_category": 7}')
+    assert (err.field, err.rule) == ("$body", "json") and "UTF-8" in err.message
