@@ -97,9 +97,11 @@ def _configure(mesh: ServingMesh, t: Target, shadow_fraction: float) -> None:
 def _sample(mesh: ServingMesh, t: Target, concurrency: int, seconds: float) -> dict[str, Any]:
     url = f"http://127.0.0.1:{mesh.direct_port}/api/v1/predict" if t.weights is None else mesh.predict_url
     roles = mesh.roles()
-    before, cpu0 = mesh.edge_counters(), mesh.cpu_by_role(roles)
+    server = mesh.variants[t.variant][1] if t.variant else mesh.settings.ports.xgboost
+    before, cpu0, batch0 = mesh.edge_counters(), mesh.cpu_by_role(roles), mesh.batching(server)
     r = measure_ceiling(url, SEED_BODY, concurrency, seconds)
-    cpu1, after = mesh.cpu_by_role(roles), mesh.edge_counters()
+    cpu1, after, batch1 = mesh.cpu_by_role(roles), mesh.edge_counters(), mesh.batching(server)
+    calls = batch1[0] - batch0[0]
     delta = {k: after[k] - before[k] for k in after}
     n = max(1, r["requests"])
     per_role = {role: round(1e6 * (cpu1[role] - cpu0[role]) / n, 1) for role in cpu0}
@@ -109,7 +111,9 @@ def _sample(mesh: ServingMesh, t: Target, concurrency: int, seconds: float) -> d
             "client_cpu_us_per_req": r.get("client_cpu_us_per_request"),
             "other_clusters": 0 if t.weights is None else sum(
                 v for k, v in delta.items() if k in ("xgboost", "pytorch", "heuristic") and k != t.expect),
-            "mirrored": delta["xgboost-challenger"], "via_sidecars": delta["via_sidecars"]}
+            "mirrored": delta["xgboost-challenger"], "via_sidecars": delta["via_sidecars"],
+            "retries": delta["retries"],
+            "rows_per_model_call": round((batch1[1] - batch0[1]) / calls, 2) if calls else None}
 
 
 def run(args: argparse.Namespace) -> None:
@@ -158,11 +162,19 @@ def _open_loop(mesh: ServingMesh, samples: dict[str, Samples], args: argparse.Na
         if weights is not None:
             mesh.configure(weights)
         measure_open_loop(url, SEED_BODY, rate=rate, duration=1.0)  # warm-up: open the connections
+        before = mesh.edge_counters()
         r = measure_open_loop(url, SEED_BODY, rate=rate, duration=args.open_seconds)
+        after = mesh.edge_counters()
         out[name] = {"p50_ms": r["p50_ms"], "p99_ms": r["p99_ms"], "p99.9_ms": r["p99.9_ms"],
                      "max_ms": r["max_ms"], "requests": r["requests"], "failed": r["errors"] + r["non_2xx"],
-                     "late": r["late"], "not_sent": r["not_sent"], "achieved_rps": r["rps"]}
+                     "late": r["late"], "not_sent": r["not_sent"], "achieved_rps": r["rps"],
+                     "edge_retries": after["retries"] - before["retries"]}
     return out
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(statistics.median(present), 2) if present else None
 
 
 def _paired(s: Samples, ref: Samples, key: str) -> float:
@@ -192,6 +204,8 @@ def _report(targets: list[Target], samples: dict[str, Samples], open_loop: dict[
             "failed": sum(r["failed"] for r in s.rows),
             "other_clusters": sum(r["other_clusters"] for r in s.rows),
             "via_sidecars": sum(r["via_sidecars"] for r in s.rows),
+            "retries": sum(r["retries"] for r in s.rows),
+            "rows_per_call": _median_or_none([r["rows_per_model_call"] for r in s.rows]),
             "mirrored_share": round(sum(r["mirrored"] for r in s.rows) / sent, 3),
         })
     by = {r["target"]: r for r in rows}

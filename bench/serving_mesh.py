@@ -241,11 +241,14 @@ class ServingMesh:
         """upstream_rq_total per model cluster at the edge, and requests the sidecars took in."""
         p = self.settings.ports
         out = {c: 0 for c in MODEL_CLUSTERS}
-        _, text = _call("GET", f"http://127.0.0.1:{p.edge_admin}/stats?filter=upstream_rq_total$")
+        out["retries"] = 0
+        _, text = _call("GET", f"http://127.0.0.1:{p.edge_admin}/stats?filter=upstream_rq_(total|retry)$")
         for line in str(text).splitlines():
-            m = re.match(r"cluster\.([\w-]+)\.upstream_rq_total: (\d+)", line)
-            if m and m.group(1) in out:
-                out[m.group(1)] = int(m.group(2))
+            m = re.match(r"cluster\.([\w-]+)\.upstream_rq_(total|retry): (\d+)", line)
+            if m and m.group(2) == "total" and m.group(1) in out:
+                out[m.group(1)] = int(m.group(3))
+            elif m and m.group(2) == "retry":
+                out["retries"] += int(m.group(3))
         out["via_sidecars"] = 0
         for admin in (p.sidecar_admin_xgboost, p.sidecar_admin_pytorch, p.sidecar_admin_heuristic):
             _, text = _call("GET", f"http://127.0.0.1:{admin}/stats?filter=downstream_rq_total$")
@@ -254,6 +257,17 @@ class ServingMesh:
                 if m:
                     out["via_sidecars"] += int(m.group(1))
         return out
+
+    def batching(self, port: int) -> tuple[float, float]:
+        """(model calls, rows scored by them) of the model server on `port` (micro-batching)."""
+        _, text = _call("GET", f"http://127.0.0.1:{port}/metrics")
+        calls = rows = 0.0
+        for line in str(text).splitlines():
+            if line.startswith("model_server_model_calls_total{"):
+                calls = float(line.rsplit(" ", 1)[1])
+            elif line.startswith("model_server_model_call_rows_total{"):
+                rows = float(line.rsplit(" ", 1)[1])
+        return calls, rows
 
     def wait_answering(self, timeout: float = 60) -> None:
         """Until the edge answers the seed request from the xgboost model (registry model loaded)."""
