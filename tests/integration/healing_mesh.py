@@ -13,29 +13,18 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from control_plane.intent import SERVICES
 from control_plane.xds import render_bootstrap
-from data_plane.netutil import free_port, port_open
+from data_plane.netutil import port_open
 from data_plane.procs import ManagedProcess, envoy, nats_server
-from data_plane.settings import REPO_ROOT, Ports, Settings
+from data_plane.settings import REPO_ROOT, Settings
+from tests.mesh_support import free_port_env
 
 BASE_ID = 3000 + (os.getpid() % 400) * 8  # Envoy shared-memory ids apart from other test runs
-
-
-def free_ports_env() -> dict[str, str]:
-    used: set[int] = set()
-    env = {}
-    for f in fields(Ports):
-        port = free_port()
-        while port in used:
-            port = free_port()
-        used.add(port)
-        env[f"MESH_PORT_{f.name.upper()}"] = str(port)
-    return env
 
 
 def http_json(method: str, url: str, body: Any = None, token: str | None = None,
@@ -87,7 +76,7 @@ class HealingMesh:
 
     # ---- lifecycle ---------------------------------------------------------------------------
     def start(self) -> HealingMesh:
-        self.env = {**os.environ, "MESH_HOME": str(self.home), **free_ports_env(),
+        self.env = {**os.environ, "MESH_HOME": str(self.home), **free_port_env(),
                     "MESH_SIDECARS": "1" if self.sidecars else "0", "PYTHONUNBUFFERED": "1",
                     "MESH_LOG_LEVEL": "INFO", **self.healing_env}
         self.settings = Settings.from_env(self.env)

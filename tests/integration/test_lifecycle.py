@@ -17,15 +17,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from data_plane.netutil import free_port
-from data_plane.settings import Ports, Settings
+from data_plane.settings import Settings
 from meshctl.lifecycle import process_alive
+from tests.mesh_support import free_port_env
 
 pytestmark = pytest.mark.integration
 CORE = "nats,control-plane,edge"
@@ -34,22 +33,10 @@ TXN = {"amount": 1500.0, "merchant_category": 7, "hour_of_day": 2, "day_of_week"
        "velocity_last_1h": 5, "velocity_last_24h": 12, "avg_amount_last_7d": 200.0, "card_age_days": 15}
 
 
-def _free_ports() -> dict[str, str]:
-    used: set[int] = set()
-    env = {}
-    for f in fields(Ports):
-        port = free_port()
-        while port in used:
-            port = free_port()
-        used.add(port)
-        env[f"MESH_PORT_{f.name.upper()}"] = str(port)
-    return env
-
-
 @pytest.fixture(scope="module")
 def mesh_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     home = tmp_path_factory.mktemp("lifecycle") / "mesh"
-    env = {**os.environ, "MESH_HOME": str(home), **_free_ports()}
+    env = {**os.environ, "MESH_HOME": str(home), **free_port_env()}
     yield env
     meshctl(env, "down", "--timeout", "5")  # whatever happened, leave nothing running
 
@@ -161,7 +148,7 @@ def test_a_taken_port_is_refused_naming_the_variable(tmp_path: Path) -> None:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         taken = holder.getsockname()[1]
-        env = {**os.environ, "MESH_HOME": str(tmp_path / "mesh"), **_free_ports(),
+        env = {**os.environ, "MESH_HOME": str(tmp_path / "mesh"), **free_port_env(),
                "MESH_PORT_NATS": str(taken)}
         proc = meshctl(env, "up", "--detach", "--only", "nats")
     assert proc.returncode == 1
@@ -233,7 +220,7 @@ def test_up_change_kill_restart_down(mesh_env: dict[str, str]) -> None:
 
 def test_foreground_up_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     home = tmp_path / "mesh"
-    env = {**os.environ, "MESH_HOME": str(home), **_free_ports()}
+    env = {**os.environ, "MESH_HOME": str(home), **free_port_env()}
     proc = subprocess.Popen([sys.executable, "-m", "meshctl", "up", "--only", "nats"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
