@@ -17,6 +17,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -50,6 +51,7 @@ async def serve(host: str, port: int, reuse_port: bool) -> None:
 
 
 def _run(host: str, port: int, reuse_port: bool) -> None:
+    factory: Callable[[], asyncio.AbstractEventLoop]
     try:
         import uvloop
 

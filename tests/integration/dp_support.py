@@ -7,6 +7,7 @@ and NATS, on free loopback ports under a temporary MESH_HOME.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import re
@@ -37,6 +38,10 @@ SEED_TXN = {"amount": 1500.0, "merchant_category": 7, "hour_of_day": 2, "day_of_
             "distance_from_home": 150.0, "distance_from_last_txn": 80.0, "is_foreign": 1,
             "velocity_last_1h": 5, "velocity_last_24h": 12, "avg_amount_last_7d": 200.0,
             "card_age_days": 15}
+
+
+def _gone(pid: int) -> bool:
+    return not process_alive(pid)
 
 
 def free_port_env() -> dict[str, str]:
@@ -132,7 +137,7 @@ class Mesh:
         for pid in pids:
             os.kill(pid, sig)
         for service, pid in zip(services, pids, strict=True):
-            wait_for(lambda p=pid: not process_alive(p), 15, f"{service} (pid {pid}) to exit")
+            wait_for(functools.partial(_gone, pid), 15, f"{service} (pid {pid}) to exit")
 
     def port(self, name: str) -> int:
         return int(getattr(self.settings.ports, name))

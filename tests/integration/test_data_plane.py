@@ -12,6 +12,7 @@ without the healing reconciler rewriting the weights underneath them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -303,9 +304,11 @@ def test_every_tier_down_heuristic_then_conservative_default(mesh: Mesh) -> None
 
 
 def test_nats_down_predictions_still_served_and_drops_counted(mesh: Mesh) -> None:
-    dropped = {"service": "xgboost", "name": "model_server_prediction_log_records_total",
-               "labels": {"outcome": "dropped"}}
-    before = mesh.server_metric(dropped["service"], dropped["name"], dropped["labels"])  # type: ignore[arg-type]
+    def dropped() -> float:
+        return mesh.server_metric("xgboost", "model_server_prediction_log_records_total",
+                                  {"outcome": "dropped"})
+
+    before = dropped()
     mesh.kill("nats")
     try:
         served = 0
@@ -316,8 +319,7 @@ def test_nats_down_predictions_still_served_and_drops_counted(mesh: Mesh) -> Non
             assert result.ok == result.responses and result.errors == 0, result.by_status
             assert result.by_model_type.get("conservative_default", 0) == 0
             served += result.ok
-            now = mesh.server_metric(dropped["service"], dropped["name"], dropped["labels"])  # type: ignore[arg-type]
-            if now > before:
+            if dropped() > before:
                 break
             assert time.monotonic() < deadline, "no dropped prediction records counted"
         assert served > 0
@@ -332,7 +334,5 @@ def test_nats_down_predictions_still_served_and_drops_counted(mesh: Mesh) -> Non
                                       transport="http1"), payloads).run()
             await tap.settle()
         return any(r.request_id == "after-nats" for r in tap.records["mesh.predictions.>"])
-
-    import asyncio
 
     wait_for(lambda: asyncio.run(flowing()), 30, "prediction records on NATS after the restart", every=0.5)
