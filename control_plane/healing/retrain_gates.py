@@ -10,7 +10,7 @@ labelled live traffic, which neither model trained on.
 | brier | candidate Brier <= champion Brier + 0.01 | seed 001 |
 | auc_floor | candidate AUC >= 0.85 | seed 002 |
 | f1_floor | candidate F1 >= 0.70 | seed 002 |
-| recall_at_1pct_fpr | candidate >= champion - max(0.02, 1 / holdout frauds) | fraud caught at a fixed alert budget |
+| recall_at_1pct_fpr | candidate >= champion - max(0.02, 1/holdout frauds) | fraud caught per alert budget |
 | latency | ONNX one-row p99 <= 1 ms | the serving budget |
 
 Why the "OR champion below the floor" clause: after a drift the champion can collapse (F1 0.2), and
