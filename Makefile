@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup run test lint typecheck soak bench bench-quick clean down
+.PHONY: setup run test test-slow lint typecheck soak bench bench-quick clean down
 
 setup:
 	@bash scripts/setup-venv.sh
@@ -26,6 +26,9 @@ typecheck: setup
 	@$(VENV)/bin/mypy data_plane/contracts control_plane
 
 # Slow suites: outside the default test run, one command each.
+test-slow: setup
+	@$(PY) -m pytest -q -p no:cacheprovider -m slow --deselect tests/integration/test_soak.py
+
 soak: setup
 	@$(PY) -m pytest -q -m slow tests -k soak
 

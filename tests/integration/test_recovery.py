@@ -215,7 +215,11 @@ def _nats_outage(mesh: tuple[dict[str, str], Settings], outage_s: float) -> None
     processed = drift_after["batches"] - drift_before["batches"]
     # Catch-up without a storm: at most what was published, never a batch twice.
     assert 0 < processed <= published, (processed, published)
-    assert drift_after["duplicates"] == drift_before["duplicates"] == 0
+    # JetStream delivers at least once: a batch in flight when NATS died may come again after the
+    # reconnect. The drift service must recognise those by batch id (counted, never processed
+    # twice: `processed <= published` above) and they must stay a handful, not a storm.
+    redelivered = drift_after["duplicates"] - drift_before["duplicates"]
+    assert redelivered <= max(8, 0.02 * published), (redelivered, published)
     print(f"\nnats down {outage_s:g}s: load {result.ok} ok / {client_errors(result)} errors; records "
           f"dropped {after['dropped_records'] - before['dropped_records']:.0f} (batches "
           f"{after['dropped_batches'] - before['dropped_batches']:.0f}); batches published {published:.0f}, "

@@ -141,6 +141,10 @@ def _progress(s: Settings, since: int, kind: str) -> str:
     return " | ".join(f"{d['actor']}:{d['action']}:{d['rule']}" for d in _chain(s, since, kind))
 
 
+# Outside the default suite for now: with ~10 frauds in a 2,500-row live holdout the canary's
+# label verdict (challenger F1 within 0.05 of the champion's) is decided by noise, and a clean
+# CI run rolled a good challenger back once (docs/decisions/008). `make test-slow` runs it.
+@pytest.mark.slow
 def test_drift_retrain_canary_promote(mesh: tuple[dict[str, str], Settings]) -> None:
     env, s = mesh
     kind = "xgboost"
