@@ -86,7 +86,9 @@ class MainScreen(Screen[None]):
             pane.show(state)
 
     def show_feed(self, state: MeshState, feed: EventFeed) -> None:
-        if feed.dirty:
+        # An event can arrive before the panes are mounted (or while they unmount): skip it; the
+        # next feed tick redraws.
+        if feed.dirty and self.is_mounted and self.query(ConnectionBar):
             self.query_one(ConnectionBar).show(state, feed)
             self.query_one(EventLogPane).refresh_feed(feed, getattr(self.app, "events_url", None))
 
