@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -42,6 +44,33 @@ class Ports:
     prometheus: int = 9090
 
 
+# Bind addresses that mean "every interface": fine to listen on, never an address to dial.
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})  # noqa: S104 - recognised, never bound here
+_DNS_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+@dataclass(frozen=True)
+class Hosts:
+    """Advertised addresses: where other processes dial each service. Override with MESH_HOST_<NAME>.
+
+    None means the local default (`Settings.advertised_default`: MESH_HOST, or 127.0.0.1 when
+    MESH_HOST is a wildcard bind address). An IP address or a DNS name (in Kubernetes a Service
+    name such as `xgboost.fraud-mesh.svc.cluster.local`); the control plane turns a name into a
+    DNS-resolved Envoy cluster. Ports stay `MESH_PORT_<NAME>`.
+    """
+
+    # A model server's pod/host: its own listeners and its sidecar's (champion and challenger).
+    xgboost: str | None = None
+    pytorch: str | None = None
+    heuristic: str | None = None
+    # What a sidecar dials for the model server beside it (its `local-<service>` clusters).
+    sidecar_local: str | None = None
+    operator: str | None = None  # the control plane's operator API (the edge's `operator` cluster)
+    edge: str | None = None  # the edge Envoy: its API and admin (the healing loop scrapes it)
+    chaos_api: str | None = None  # the fault proxy: its API and the proxies it opens
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where state lives and how the mesh is wired. Build with `Settings.from_env()`."""
@@ -58,6 +87,10 @@ class Settings:
     nats_url_override: str | None = None
     nats_user: str | None = None
     nats_password: str | None = None
+    # Where processes and the Envoy listeners the control plane configures listen (MESH_BIND_HOST);
+    # None: MESH_HOST. Separate from the addresses others dial (`hosts`, MESH_HOST_<NAME>).
+    bind_host_override: str | None = None
+    hosts: Hosts = field(default_factory=Hosts)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -81,7 +114,35 @@ class Settings:
             s = replace(s, nats_user=env["MESH_NATS_USER"], nats_password=env.get("MESH_NATS_PASSWORD"))
         if "MESH_LOG_LEVEL" in env:
             s = replace(s, log_level=env["MESH_LOG_LEVEL"].upper())
+        if env.get("MESH_BIND_HOST"):
+            s = replace(s, bind_host_override=_parse_bind_host("MESH_BIND_HOST", env["MESH_BIND_HOST"]))
+        host_over = {}
+        for f in fields(Hosts):
+            key = f"MESH_HOST_{f.name.upper()}"
+            if env.get(key):
+                host_over[f.name] = _parse_advertised_host(key, env[key])
+        if host_over:
+            s = replace(s, hosts=replace(Hosts(), **host_over))
         return s
+
+    # ---- addresses --------------------------------------------------------------------------
+    @property
+    def bind_host(self) -> str:
+        """What this mesh's listeners bind: MESH_BIND_HOST, else MESH_HOST (0.0.0.0 in a pod)."""
+        return self.bind_host_override or self.host
+
+    @property
+    def advertised_default(self) -> str:
+        """The address to dial a service with no MESH_HOST_<NAME>: MESH_HOST, unless that is a
+        wildcard bind address (0.0.0.0, ::), which is never dialled: then the loopback."""
+        return "127.0.0.1" if self.host in WILDCARD_HOSTS else self.host
+
+    def advertised_host(self, name: str) -> str:
+        """Where others dial service `name` (a `Hosts` field: xgboost, operator, edge, ...)."""
+        if name not in _HOST_FIELDS:
+            raise KeyError(f"{name!r} is not a service with an advertised host; use one of "
+                           f"{', '.join(sorted(_HOST_FIELDS))}")
+        return getattr(self.hosts, name) or self.advertised_default
 
     # ---- paths under MESH_HOME -------------------------------------------------
     @property
@@ -169,3 +230,42 @@ def _parse_port(key: str, raw: str) -> int:
     if not 0 <= port <= 65535:
         raise ConfigError(f"{key}={port} is outside 0-65535")
     return port
+
+
+_HOST_FIELDS = frozenset(f.name for f in fields(Hosts))
+
+
+def is_ip_address(host: str) -> bool:
+    """True for an IPv4/IPv6 literal (Envoy takes it as is), False for a name it must resolve."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def is_dns_name(host: str) -> bool:
+    """True for a syntactically valid DNS host name (labels of letters, digits and hyphens)."""
+    return bool(_DNS_NAME.match(host)) and not is_ip_address(host)
+
+
+def _parse_bind_host(key: str, raw: str) -> str:
+    from data_plane.contracts.errors import ConfigError
+
+    host = raw.strip()
+    if not is_ip_address(host):
+        raise ConfigError(f"{key}={raw!r} must be an IP address to listen on, such as 127.0.0.1 or 0.0.0.0")
+    return host
+
+
+def _parse_advertised_host(key: str, raw: str) -> str:
+    from data_plane.contracts.errors import ConfigError
+
+    host = raw.strip()
+    if host in WILDCARD_HOSTS:
+        raise ConfigError(f"{key}={raw!r} is a bind address, not one to dial; name the host others connect "
+                          "to (an IP address or a DNS name such as xgboost.fraud-mesh.svc.cluster.local)")
+    if not (is_ip_address(host) or is_dns_name(host)):
+        raise ConfigError(f"{key}={raw!r} must be an IP address or a DNS name, without scheme or port "
+                          "(e.g. 127.0.0.1 or xgboost.fraud-mesh.svc.cluster.local)")
+    return host

@@ -12,12 +12,21 @@ API (stable; used by control_plane/app.py and meshctl):
     await server.stop(grace=1.0)
     render_bootstrap(role, node_id, admin_port, ads_host, ads_port, out_path) -> Path
 
-Node ids: `edge`, and `sidecar-xgboost` / `sidecar-pytorch` / `sidecar-heuristic` when
-`topo.sidecars` is on (with sidecars off, build_snapshots returns only `edge`).
+Snapshot keys (roles): `edge`, and `sidecar-xgboost` / `sidecar-pytorch` / `sidecar-heuristic`
+when `topo.sidecars` is on (with sidecars off, build_snapshots returns only `edge`). An Envoy
+whose node id has no snapshot of its own gets the one of its node.cluster: on one machine node id
+= role; Kubernetes replicas connect as `--service-node <pod name> --service-cluster <role>`, each
+tracked (ACK/NACK, connection) under its own id. `cache.replicas(role)` lists the connected ones.
 `build_snapshots` raises ValueError naming the intent field it cannot build (unknown service,
-weight out of range, override host not an IP); InconsistentSnapshotError is a ValueError too.
+weight out of range, override host neither an IP nor a DNS name); InconsistentSnapshotError is a
+ValueError too.
 
-NodeStatus fields: `connected`, `acked_version` (the version the node fully runs), `acked` and
+Addresses (control_plane/topology.py, from Settings): Envoy listeners bind `topo.bind_host`;
+upstreams are dialled at their advertised hosts (MESH_HOST_<NAME>). An IP host keeps a model
+cluster on EDS; a DNS name (a Kubernetes Service) makes it STRICT_DNS, with no EDS resource.
+
+NodeStatus fields: `role`, `served_as` (the snapshot key it gets),
+`connected`, `acked_version` (the version the node fully runs), `acked` and
 `envoy_versions` per type (`cds`/`eds`/`lds`/`rds`), `nacked` per type (NackInfo: version,
 error_detail), `nacked_version` + `error_detail` (the latest rejection), `state(version)`.
 

@@ -35,15 +35,21 @@ def _check_port(name: str, port: int) -> None:
 
 
 def render_bootstrap(role: str, node_id: str, admin_port: int, ads_host: str, ads_port: int,
-                     out_path: Path, admin_host: str = "127.0.0.1") -> Path:
+                     out_path: Path, admin_host: str = "127.0.0.1", node_cluster: str | None = None) -> Path:
     """Write the bootstrap of node `node_id` to `out_path` and return it.
 
-    The node's cluster is its role; admin listens on `admin_host` (127.0.0.1; an IP address);
+    The node's cluster is `node_cluster` (default: the template's role). The control plane serves
+    a node the snapshot of its id, else the one of its cluster: replicas of one Envoy take
+    distinct ids and the shared snapshot key as cluster (e.g. id `edge-2`, cluster `edge`).
+    Admin listens on `admin_host` (127.0.0.1; an IP address);
     the `xds` cluster speaks HTTP/2 to the ADS server at ads_host:ads_port. `ads_host` may be a
     host name (e.g. a compose service), which makes the `xds` cluster STRICT_DNS.
     """
     if not node_id or any(c.isspace() for c in node_id) or ":" in node_id:
         raise ConfigError(f"node id {node_id!r} must be a non-empty word (e.g. edge, sidecar-xgboost)")
+    node_cluster = role if node_cluster is None else node_cluster
+    if not node_cluster or any(c.isspace() for c in node_cluster) or ":" in node_cluster:
+        raise ConfigError(f"node cluster {node_cluster!r} must be a non-empty word (e.g. edge)")
     _check_port("admin_port", admin_port)
     _check_port("ads_port", ads_port)
     if not _is_ip(admin_host):
@@ -51,7 +57,7 @@ def render_bootstrap(role: str, node_id: str, admin_port: int, ads_host: str, ad
     if not ads_host or not all(c.isalnum() or c in ".-_:" for c in ads_host):
         raise ConfigError(f"ads_host={ads_host!r} must be an IP address or a host name")
     text = Template(template_path(role).read_text()).substitute(
-        node_id=node_id, node_cluster=role, admin_host=admin_host, admin_port=admin_port,
+        node_id=node_id, node_cluster=node_cluster, admin_host=admin_host, admin_port=admin_port,
         ads_host=ads_host, ads_port=ads_port, xds_cluster_type="STATIC" if _is_ip(ads_host) else "STRICT_DNS")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

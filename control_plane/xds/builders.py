@@ -1,7 +1,13 @@
 """Routing intent + topology + version -> one Snapshot per Envoy node (pure functions).
 
-Nodes: `edge` (the public API) and `sidecar-<service>` (one per model server). Resource names
-follow docs/design.md; the pieces live in clusters.py, routes.py and listeners.py.
+Nodes: `edge` (the public API) and `sidecar-<service>` (one per model server). These are roles:
+several Envoys may share one (Kubernetes replicas: node id = pod name, node.cluster = the role;
+cache.py serves them the role's snapshot). Resource names follow docs/design.md; the pieces live
+in clusters.py, routes.py and listeners.py.
+
+Addresses come from the Topology: listeners bind `topo.bind_host`; upstreams are dialled at their
+advertised hosts. An IP host keeps a model cluster on EDS (the endpoint is pushed, as on one
+machine); a DNS name makes it STRICT_DNS with the name inline, and it gets no EDS resource.
 
 Documented limits: a `POST /api/v1/predict` body above 64 KiB and a batch body above 1 MiB get
 413 from the edge (`BuildOptions.predict_max_body` / `batch_max_body`).
@@ -19,6 +25,7 @@ from control_plane.xds.clusters import (
     aggregate_cluster,
     load_assignment,
     model_cluster,
+    resolved_by_dns,
     sidecar_local_cluster,
     static_cluster,
 )
@@ -58,27 +65,39 @@ def _check_overrides(intent: RoutingIntent, topo: Topology) -> None:
                              f"use one of {', '.join(sorted(known))}")
 
 
-def edge_endpoints(intent: RoutingIntent, topo: Topology) -> list[endpoint_pb2.ClusterLoadAssignment]:
-    """EDS for every model cluster: the sidecar (or server) port, unless an override re-points it."""
+def _upstreams(intent: RoutingIntent, topo: Topology) -> dict[str, tuple[str, int]]:
+    """(host, port) the edge dials per model cluster: an override's, else the topology's."""
     _check_overrides(intent, topo)
-    out = []
+    out = {}
     for name in model_cluster_names(topo):
         override = intent.overrides.get(name)
         if override is not None:
-            out.append(load_assignment(name, override.host, override.port))
+            resolved_by_dns(override.host, f"overrides.{name}.host")  # refuse garbage, naming the field
+            out[name] = (override.host, override.port)
         else:
-            out.append(load_assignment(name, topo.host, topo.upstream_port(name)))
+            out[name] = topo.upstream(name)
     return out
 
 
-def edge_clusters(topo: Topology, opts: BuildOptions) -> list[cluster_pb2.Cluster]:
-    """Model clusters (EDS), their failover chains (aggregate) and the operator API (static)."""
-    clusters = [model_cluster(name, opts) for name in model_cluster_names(topo)]
+def edge_endpoints(intent: RoutingIntent, topo: Topology) -> list[endpoint_pb2.ClusterLoadAssignment]:
+    """EDS for every model cluster whose host is an IP address (the sidecar or server port,
+    unless an override re-points it); clusters on a DNS name carry their endpoint inline."""
+    return [load_assignment(name, host, port) for name, (host, port) in _upstreams(intent, topo).items()
+            if not resolved_by_dns(host)]
+
+
+def edge_clusters(topo: Topology, opts: BuildOptions,
+                  intent: RoutingIntent | None = None) -> list[cluster_pb2.Cluster]:
+    """Model clusters (EDS, or STRICT_DNS on a DNS host), their failover chains (aggregate) and
+    the operator API (static)."""
+    upstreams = _upstreams(intent or RoutingIntent(), topo)
+    clusters = [model_cluster(name, opts, dns_endpoint=(host, port) if resolved_by_dns(host) else None)
+                for name, (host, port) in upstreams.items()]
     for model in MODELS:
         clusters.append(aggregate_cluster(chain_name(model), chain_tiers(model), opts))
         clusters.append(aggregate_cluster(chain_name(model, challenger=True),
                                           chain_tiers(model, challenger=True), opts))
-    clusters.append(static_cluster(OPERATOR_CLUSTER, topo.host, topo.operator_port, opts))
+    clusters.append(static_cluster(OPERATOR_CLUSTER, topo.operator_host, topo.operator_port, opts))
     return clusters
 
 
@@ -86,8 +105,9 @@ def edge_snapshot(intent: RoutingIntent, topo: Topology, version: int | str,
                   opts: BuildOptions | None = None) -> Snapshot:
     """The edge node's listener, routes, clusters and endpoints."""
     opts = opts or BuildOptions()
-    return Snapshot(version, clusters=edge_clusters(topo, opts), endpoints=edge_endpoints(intent, topo),
-                    listeners=[edge_listener(topo.host, topo.edge_port, opts)],
+    return Snapshot(version, clusters=edge_clusters(topo, opts, intent),
+                    endpoints=edge_endpoints(intent, topo),
+                    listeners=[edge_listener(topo.bind_host, topo.edge_port, opts)],
                     routes=[edge_route_config(intent, opts)])
 
 
@@ -104,9 +124,9 @@ def sidecar_snapshot(service: str, topo: Topology, version: int | str,
         assert slot.sidecar_port is not None
         suffix = "" if slot.slot == "champion" else "-challenger"
         local = f"local-{service}{suffix}"
-        clusters.append(sidecar_local_cluster(local, topo.host, slot.server_port, opts))
+        clusters.append(sidecar_local_cluster(local, slot.local_host, slot.server_port, opts))
         listener = f"ingress{suffix}"
-        listeners.append(sidecar_listener(listener, topo.host, slot.sidecar_port,
+        listeners.append(sidecar_listener(listener, topo.bind_host, slot.sidecar_port,
                                           sidecar_route_config(f"{listener}-{service}", local, opts)))
     return Snapshot(version, clusters=clusters, listeners=listeners)
 
@@ -116,7 +136,7 @@ def build_snapshots(intent: RoutingIntent, topo: Topology, version: int | str,
     """One consistent Snapshot per node id for `intent` at `version`.
 
     Raises ValueError naming the intent field when the intent cannot be built (unknown service,
-    weight out of range, override host that is not an IP address).
+    weight out of range, override host that is neither an IP address nor a DNS name).
     """
     opts = opts or BuildOptions()
     snapshots = {EDGE_NODE: edge_snapshot(intent, topo, version, opts)}

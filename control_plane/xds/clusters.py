@@ -1,11 +1,15 @@
 """Cluster and endpoint builders: model clusters (EDS), failover chains (aggregate), static ones.
 
 Plain functions from names, ports and `BuildOptions` to Envoy protos; no I/O.
+
+Hosts: an IP address is pushed as is (EDS endpoints, STATIC clusters), exactly as on one machine.
+A DNS name (a Kubernetes Service, a compose service) makes the cluster STRICT_DNS: Envoy resolves
+the name itself (IPv4 first, re-resolved every 5 s) and keeps one host per address it gets, so a
+headless Service spreads traffic, outlier detection and ejection over its pods.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
 from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
@@ -15,6 +19,7 @@ from envoy.extensions.clusters.aggregate.v3 import cluster_pb2 as aggregate_pb2
 from envoy.type.v3 import percent_pb2
 
 from control_plane.xds.resources import pack, seconds, u32
+from data_plane.settings import is_dns_name, is_ip_address
 
 AGGREGATE_CLUSTER_TYPE = "envoy.clusters.aggregate"
 
@@ -63,13 +68,25 @@ def socket_address(host: str, port: int) -> address_pb2.Address:
     return address_pb2.Address(socket_address=address_pb2.SocketAddress(address=host, port_value=port))
 
 
-def load_assignment(cluster: str, host: str, port: int) -> endpoint_pb2.ClusterLoadAssignment:
-    """One endpoint for `cluster` (EDS resource, or inline for STATIC clusters)."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"endpoint of cluster {cluster!r}: host {host!r} must be an IP address "
-                         "(EDS endpoints are not resolved by DNS)") from None
+def resolved_by_dns(host: str, where: str = "") -> bool:
+    """True when `host` is a DNS name (its cluster is STRICT_DNS), False for an IP address.
+
+    Raises ValueError, prefixed with `where`, for anything else (a URL, a host:port, "")."""
+    if is_ip_address(host):
+        return False
+    if is_dns_name(host):
+        return True
+    prefix = f"{where}: " if where else ""
+    raise ValueError(f"{prefix}host {host!r} must be an IP address or a DNS name (no scheme, no port)")
+
+
+def load_assignment(cluster: str, host: str, port: int,
+                    allow_dns: bool = False) -> endpoint_pb2.ClusterLoadAssignment:
+    """One endpoint for `cluster`: an EDS resource (IP only), or inline for STATIC/STRICT_DNS ones."""
+    if not is_ip_address(host) and not (allow_dns and is_dns_name(host)):
+        need = "an IP address or a DNS name" if allow_dns else \
+            "an IP address (EDS endpoints are not resolved by DNS)"
+        raise ValueError(f"endpoint of cluster {cluster!r}: host {host!r} must be {need}")
     if not 0 < port < 65536:
         raise ValueError(f"endpoint of cluster {cluster!r}: port {port} is outside 1-65535")
     lb_endpoint = endpoint_components_pb2.LbEndpoint(
@@ -105,19 +122,36 @@ def outlier_detection(opts: BuildOptions) -> outlier_detection_pb2.OutlierDetect
         max_ejection_percent=u32(100))
 
 
-def model_cluster(name: str, opts: BuildOptions) -> cluster_pb2.Cluster:
-    """An EDS cluster for one model slot, with outlier detection and no panic routing."""
-    return cluster_pb2.Cluster(
+def _dns(cluster: cluster_pb2.Cluster, host: str, port: int) -> cluster_pb2.Cluster:
+    """Make `cluster` resolve `host` itself (STRICT_DNS: one Envoy host per address returned)."""
+    cluster.type = cluster_pb2.Cluster.STRICT_DNS
+    # IPv4 when the name has it (`localhost` resolves to ::1 first on many hosts), else IPv6.
+    cluster.dns_lookup_family = cluster_pb2.Cluster.V4_PREFERRED
+    cluster.load_assignment.CopyFrom(load_assignment(cluster.name, host, port, allow_dns=True))
+    return cluster
+
+
+def model_cluster(name: str, opts: BuildOptions,
+                  dns_endpoint: tuple[str, int] | None = None) -> cluster_pb2.Cluster:
+    """A cluster for one model slot, with outlier detection and no panic routing.
+
+    EDS (the control plane pushes the endpoint) unless `dns_endpoint` names a (DNS name, port):
+    then STRICT_DNS on that name, every address it resolves to being one host of the cluster.
+    """
+    cluster = cluster_pb2.Cluster(
         name=name,
-        type=cluster_pb2.Cluster.EDS,
-        eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=ads_config_source(),
-                                                                service_name=name),
         connect_timeout=seconds(opts.connect_timeout_s),
         lb_policy=cluster_pb2.Cluster.ROUND_ROBIN,
         outlier_detection=outlier_detection(opts),
         common_lb_config=_no_panic(),
         circuit_breakers=_thresholds(opts.edge_max_requests, opts.edge_max_requests,
                                      opts.edge_max_requests, opts.max_retries_in_flight))
+    if dns_endpoint is not None:
+        return _dns(cluster, *dns_endpoint)
+    cluster.type = cluster_pb2.Cluster.EDS
+    cluster.eds_cluster_config.CopyFrom(cluster_pb2.Cluster.EdsClusterConfig(
+        eds_config=ads_config_source(), service_name=name))
+    return cluster
 
 
 def aggregate_cluster(name: str, tiers: list[str], opts: BuildOptions) -> cluster_pb2.Cluster:
@@ -135,10 +169,16 @@ def aggregate_cluster(name: str, tiers: list[str], opts: BuildOptions) -> cluste
 
 def static_cluster(name: str, host: str, port: int, opts: BuildOptions,
                    breakers: circuit_breaker_pb2.CircuitBreakers | None = None) -> cluster_pb2.Cluster:
-    """A cluster with a fixed endpoint (the operator API, a sidecar's local server)."""
+    """A cluster with a fixed endpoint (the operator API, a sidecar's local server).
+
+    STATIC for an IP address, STRICT_DNS for a DNS name (e.g. the control plane's Service)."""
     cluster = cluster_pb2.Cluster(
-        name=name, type=cluster_pb2.Cluster.STATIC, connect_timeout=seconds(opts.connect_timeout_s),
-        lb_policy=cluster_pb2.Cluster.ROUND_ROBIN, load_assignment=load_assignment(name, host, port))
+        name=name, connect_timeout=seconds(opts.connect_timeout_s), lb_policy=cluster_pb2.Cluster.ROUND_ROBIN)
+    if resolved_by_dns(host, f"cluster {name!r}"):
+        _dns(cluster, host, port)
+    else:
+        cluster.type = cluster_pb2.Cluster.STATIC
+        cluster.load_assignment.CopyFrom(load_assignment(name, host, port))
     if breakers is not None:
         cluster.circuit_breakers.CopyFrom(breakers)
     return cluster

@@ -13,6 +13,8 @@ Rules kept here (xDS protocol, Envoy 1.40):
   content changed; EDS follows any CDS push and RDS any LDS push, so re-created clusters and
   listeners finish warming.
 - Content a node NACKed is not sent to it again (the node keeps its last good config).
+- The node id names the node (ACK/NACK state); node.cluster names its role: a node without a
+  snapshot of its own gets its role's (cache.py), so replicas need distinct ids, not configs.
 """
 
 from __future__ import annotations
@@ -89,6 +91,7 @@ class AdsStream:
         self.cache = cache
         self.callbacks = callbacks
         self.node: str | None = None
+        self.role: str | None = None  # node.cluster: replicas sharing it share the role's snapshot
         self._subs: dict[str, _TypeSub] = {t: _TypeSub() for t in PUSH_ORDER}
         self._inflight: dict[str, _Sent] = {}
         self._nonce = 0
@@ -99,8 +102,8 @@ class AdsStream:
         if self.node is None:
             if not req.node.id:
                 raise StreamError("the first DiscoveryRequest must carry node.id")
-            self.node = req.node.id
-            self.cache.stream_opened(self.node)
+            self.node, self.role = req.node.id, req.node.cluster or None
+            self.cache.stream_opened(self.node, self.role)
             fire(self.callbacks, "on_stream_open", self.node, self.stream_id)
         sub = self._subs.get(req.type_url)
         if sub is None:

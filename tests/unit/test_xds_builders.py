@@ -101,7 +101,7 @@ def test_weights_always_sum_to_the_scale(w: float, canary: float | None) -> None
     (RoutingIntent(canary=Canary(model="xgboost", weight=1.5)), "canary.weight"),
     (RoutingIntent(shadow=Shadow(model="nope", fraction=0.5)), "shadow.model"),
     (RoutingIntent(overrides={"nope": Endpoint(host="127.0.0.1", port=1)}), "overrides"),
-    (RoutingIntent(overrides={"xgboost": Endpoint(host="localhost", port=1)}), "xgboost"),
+    (RoutingIntent(overrides={"xgboost": Endpoint(host="http://x:1", port=1)}), "overrides.xgboost.host"),
 ])
 def test_unbuildable_intent_raises_value_error_naming_the_field(intent: RoutingIntent, field: str) -> None:
     with pytest.raises(ValueError, match=field):
