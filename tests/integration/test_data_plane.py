@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import re
 import signal
 import subprocess
@@ -131,6 +132,81 @@ def test_reweight_through_the_edge_needs_the_token(mesh: Mesh) -> None:
     finally:
         code, body = mesh.operator("POST", "/api/v1/traffic", {"xgboost": 0.8, "pytorch": 0.2})
         assert code == 200, body
+
+
+STICKY_KEYS = 250  # distinct card-id keys; each is asked STICKY_ROUNDS times, interleaved
+STICKY_ROUNDS = 4  # 1,000 requests at 80/20
+STICKY_Z = 4.0  # tolerance in binomial standard deviations (the keys are fixed: no flakiness)
+
+
+async def sticky_rounds(url: str, keys: list[str], rounds: int, concurrency: int = 16,
+                        seed: int = 0) -> dict[str, list[dict[str, object]]]:
+    """Ask for every key `rounds` times (keys interleaved, a fresh order per round) over keep-alive
+    connections, `concurrency` in flight; the answers per key."""
+    import aiohttp
+
+    order = [k for r in range(rounds) for k in random.Random(seed + r).sample(keys, len(keys))]
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in order:
+        queue.put_nowait(key)
+    answers: dict[str, list[dict[str, object]]] = {k: [] for k in keys}
+    connector = aiohttp.TCPConnector(limit=concurrency)  # keep-alive pool: at most this many sockets
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+        async def worker() -> None:
+            while not queue.empty():
+                key = queue.get_nowait()
+                body = {**SEED_TXN, "card_id": key}
+                async with session.post(url, json=body, headers={"card-id": key}) as r:
+                    assert r.status == 200, (key, r.status, await r.text())
+                    answers[key].append(await r.json())
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return answers
+
+
+def one_version_per_key(answers: dict[str, list[dict[str, object]]]) -> dict[str, str]:
+    """key -> the one model_version it met (fails naming a key that met two, or a fallback)."""
+    out = {}
+    for key, bodies in answers.items():
+        assert all(b["fallback_reason"] is None for b in bodies), (key, bodies)  # no failover blurs it
+        versions = {str(b["model_version"]) for b in bodies}
+        assert len(versions) == 1, (key, [b["model_version"] for b in bodies])
+        out[key] = versions.pop()
+    return out
+
+
+def within_binomial(observed: float, p: float, n: int) -> bool:
+    return abs(observed - p) <= STICKY_Z * math.sqrt(p * (1 - p) / n)
+
+
+async def test_sticky_keys_keep_their_version_and_a_reweight_moves_few(mesh: Mesh) -> None:
+    """1,000 requests over 250 card keys at 80/20: each key always meets the same model version
+    and the keys split 80/20; 80/20 -> 70/30 moves only keys from xgboost to pytorch, about 10 %
+    of them (Envoy: hash % total weight walks the cumulative weights, pytorch's range first)."""
+    keys = [f"card-{i:04d}" for i in range(STICKY_KEYS)]
+    code, body = mesh.operator("POST", "/api/v1/traffic", {"xgboost": 0.8, "pytorch": 0.2})
+    assert code == 200 and body["acked"] is True, body
+    try:
+        before = one_version_per_key(await sticky_rounds(mesh.predict_url, keys, STICKY_ROUNDS))
+        assert set(before.values()) == {"xgboost_v1", "pytorch_v1"}, set(before.values())
+        xgb_share = sum(v.startswith("xgboost") for v in before.values()) / len(keys)
+        assert within_binomial(xgb_share, 0.8, len(keys)), xgb_share
+
+        code, body = mesh.operator("POST", "/api/v1/traffic", {"xgboost": 0.7, "pytorch": 0.3})
+        assert code == 200 and body["acked"] is True, body
+        after = one_version_per_key(await sticky_rounds(mesh.predict_url, keys, 2, seed=100))
+    finally:
+        code, body = mesh.operator("POST", "/api/v1/traffic", {"xgboost": 0.8, "pytorch": 0.2})
+        assert code == 200, body
+    moved = {k: (before[k], after[k]) for k in keys if before[k] != after[k]}
+    # Only xgboost keys move, to pytorch: pytorch's keys keep their model when its share grows.
+    assert all(b == "xgboost_v1" and a == "pytorch_v1" for b, a in moved.values()), moved
+    moved_share = len(moved) / len(keys)
+    # A fresh random draw would move 0.8*0.3 + 0.2*0.7 = 38 % of the keys; the weight step is 10 %.
+    assert moved_share > 0 and within_binomial(moved_share, 0.1, len(keys)), moved_share
+    xgb_after = sum(v.startswith("xgboost") for v in after.values()) / len(keys)
+    assert within_binomial(xgb_after, 0.7, len(keys)), xgb_after
+    print(f"sticky: {len(keys)} keys x {STICKY_ROUNDS} at 80/20 -> xgboost {xgb_share:.3f}; "
+          f"70/30 -> xgboost {xgb_after:.3f}, moved {moved_share:.3f}")
 
 
 @pytest.fixture
