@@ -3,7 +3,8 @@
 - durations scale: configuration keys ending in `_s` are multiplied by `duration_scale` (deadlines
   are `*_ms` and never scaled), so tests run shortened versions of the same experiments;
 - rollbacks always run (runtime strategy "always"), then `restore_mesh` runs again as a safety net;
-- one run at a time per MESH_HOME: `<home>/chaos/active.json` (pid + run id) is the chaos lock;
+- one run at a time per MESH_HOME: `<home>/chaos/active.json` (pid + run id) is the chaos lock; it
+  pauses the canary, unless the experiment's `fraud-mesh` extension says `"pause_canary": false`;
 - progress per step goes to a callback, to `<home>/chaos/<run-id>.json` (rewritten after every step;
   the final document carries the whole chaoslib journal) and to NATS `mesh.chaos.<event>`;
 - SIGUSR1 (chaoslib's graceful exit) aborts: the method stops, rollbacks and the safety net run.
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("chaostoolkit").setLevel(logging.ERROR)  # its own warnings would interleave with our steps
 
 BUILTIN_DIR = Path(__file__).resolve().parent / "experiments"
+EXTENSION = "fraud-mesh"  # the experiment's own settings: {"name": "fraud-mesh", "pause_canary": false}
 StepCallback = Callable[[dict[str, Any]], None]
 
 
@@ -115,11 +117,24 @@ def active_run(settings: Settings) -> dict[str, Any] | None:
 
 
 def chaos_lock_held(settings: Settings) -> bool:
-    """True while a chaos experiment runs on this mesh: automation (canary promotion) should wait."""
-    return active_run(settings) is not None
+    """True while a chaos experiment runs on this mesh and automation (the canary) should wait.
+
+    An experiment whose subject is the canary itself (drift -> retrain -> promote, a bad canary's
+    rollback) declares `pause_canary: false` in its `fraud-mesh` extension: its run still holds the
+    lock against a second run (`active_run`), but the canary keeps moving."""
+    run = active_run(settings)
+    return run is not None and run.get("pause_canary") is not False
 
 
-def _take_lock(settings: Settings, run_id: str, experiment: str) -> Path:
+def pauses_canary(doc: dict[str, Any]) -> bool:
+    """Whether the experiment pauses the canary while it runs (default yes; see `chaos_lock_held`)."""
+    for ext in doc.get("extensions") or []:
+        if isinstance(ext, dict) and ext.get("name") == EXTENSION and "pause_canary" in ext:
+            return ext["pause_canary"] is not False
+    return True
+
+
+def _take_lock(settings: Settings, run_id: str, experiment: str, pause_canary: bool = True) -> Path:
     held = active_run(settings)
     if held is not None and held.get("run_id") != run_id:
         raise ChaosLockHeld(f"chaos run {held.get('run_id')} ({held.get('experiment')}) is active "
@@ -127,7 +142,8 @@ def _take_lock(settings: Settings, run_id: str, experiment: str) -> Path:
     chaos_dir(settings).mkdir(parents=True, exist_ok=True)
     path = chaos_dir(settings) / "active.json"
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"run_id": run_id, "pid": os.getpid(), "experiment": experiment}))
+    tmp.write_text(json.dumps({"run_id": run_id, "pid": os.getpid(), "experiment": experiment,
+                               "pause_canary": pause_canary}))
     os.replace(tmp, path)
     return path
 
@@ -229,7 +245,7 @@ def run_experiment(name_or_path: str, settings: Settings | None = None, *, seed:
     config = scaled_configuration(doc, duration_scale)
     config.setdefault("toxiproxy_url", f"http://{settings.host}:{settings.ports.chaos_api}")
     run_id = run_id or new_run_id()
-    lock = _take_lock(settings, run_id, name)
+    lock = _take_lock(settings, run_id, name, pause_canary=pauses_canary(doc))
     report = RunReport(run_id=run_id, experiment=name, title=doc.get("title", name), status="running",
                        seed=seed, duration_scale=duration_scale,
                        journal_path=str(run_path(settings, run_id)))

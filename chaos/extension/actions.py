@@ -28,6 +28,8 @@ from chaos.extension.mesh import (
     start_services,
     wait_dead,
 )
+from data_plane.load.labels import MAX_LABEL_DELAY_S
+from data_plane.synthetic import SCENARIOS
 
 __all__ = [
     "add_toxic",
@@ -50,22 +52,36 @@ MAX_RATE = 500.0  # bounded client load: enough for rates and percentiles, light
 
 
 # ---- load -----------------------------------------------------------------------------------------
-def start_load(rate: float = 50.0, duration_s: float = 60.0, scenario: str | None = None) -> dict[str, Any]:
-    """Start the experiment's own open-loop client load through the edge Envoy (bounded)."""
+def start_load(rate: float = 50.0, duration_s: float = 60.0, scenario: str | None = None,
+               label_delay_s: float | None = None) -> dict[str, Any]:
+    """Start the experiment's own open-loop client load through the edge Envoy (bounded).
+
+    With `label_delay_s`, each answered request's true label is published on `mesh.labels` that
+    many seconds later (`meshctl load --labels`): the retrain worker and the canary need them."""
     ctx = context.current()
     if not 0 < rate <= MAX_RATE:
         raise ChaosActionError(f"rate must be between 0 and {MAX_RATE:g} requests/s (got {rate})")
+    if scenario is not None and scenario not in SCENARIOS:
+        raise ChaosActionError(f"scenario {scenario!r} is unknown; choose one of: {', '.join(SCENARIOS)}")
+    if label_delay_s is not None and not 0 <= label_delay_s <= MAX_LABEL_DELAY_S:
+        raise ChaosActionError(f"label_delay_s must be between 0 and {MAX_LABEL_DELAY_S:g} s "
+                               f"(got {label_delay_s})")
     load = BackgroundLoad(f"{ctx.settings.edge_url}/api/v1/predict", rate, float(duration_s),
-                          scenario=scenario, seed=ctx.seed + len(ctx.loads))
+                          scenario=scenario, seed=ctx.seed + len(ctx.loads),
+                          label_delay_s=None if label_delay_s is None else float(label_delay_s),
+                          nats_url=ctx.settings.nats_url)
     load.start()
     ctx.loads.append(load)
-    return {"rate": rate, "duration_s": duration_s, "scenario": scenario}
+    labels = {"labels": load.labels.run_id} if load.labels is not None else {}
+    return {"rate": rate, "duration_s": duration_s, "scenario": scenario, "label_delay_s": label_delay_s,
+            **labels}
 
 
-def inject_drift(scenario: str, rate: float = 50.0, duration_s: float = 30.0) -> dict[str, Any]:
+def inject_drift(scenario: str, rate: float = 50.0, duration_s: float = 30.0,
+                 label_delay_s: float | None = None) -> dict[str, Any]:
     """Switch the client load to a drifted traffic scenario (data_plane.synthetic SCENARIOS)."""
     stop_load()
-    return start_load(rate=rate, duration_s=duration_s, scenario=scenario)
+    return start_load(rate=rate, duration_s=duration_s, scenario=scenario, label_delay_s=label_delay_s)
 
 
 def stop_load() -> dict[str, Any]:

@@ -37,6 +37,8 @@ class ExperimentContext:
     paused: list[str] = field(default_factory=list)  # SIGSTOPped: SIGCONT on restore
     proxies: dict[str, str] = field(default_factory=dict)  # cluster -> fault-proxy name
     flappers: list[Flapper] = field(default_factory=list)
+    challengers: dict[str, str] = field(default_factory=dict)  # model -> version this run registered
+    seen: dict[str, dict[str, Any]] = field(default_factory=dict)  # what probes found (drift report...)
 
     def mark_time(self, name: str | None) -> float | None:
         if name is None:
@@ -53,11 +55,11 @@ class ExperimentContext:
         if len(parts) == 1:
             return parts[0]
         merged: dict[str, Any] = {"requests": 0, "errors": 0, "model_types": {}, "routed_to": {},
-                                  "fallback_reasons": {}}
+                                  "fallback_reasons": {}, "model_versions": {}}
         for w in parts:
             merged["requests"] += w.requests
             merged["errors"] += w.errors
-            for key in ("model_types", "routed_to", "fallback_reasons"):
+            for key in ("model_types", "routed_to", "fallback_reasons", "model_versions"):
                 for k, v in getattr(w, key).items():
                     merged[key][k] = merged[key].get(k, 0) + v
         p99 = max((w.p99_ms for w in parts), default=0.0)

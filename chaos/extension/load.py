@@ -3,6 +3,9 @@
 It runs data_plane.load's engine on an event loop in a background thread (Chaos Toolkit activities
 are plain blocking calls) and keeps one small record per answer with its wall-clock time, so probes
 can ask "error rate / p99 / who answered, between these two instants" for any window of the run.
+With `label_delay_s`, it is `meshctl load --labels`: every request carries its own id and its true
+label goes to `mesh.labels` that long after the answer (the retrain worker and the canary's label
+verdict need them).
 """
 
 from __future__ import annotations
@@ -12,20 +15,24 @@ import contextlib
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
+from data_plane.eventbus import EventBus
 from data_plane.load import LoadEngine, LoadPlan, synthetic_payloads
+from data_plane.load.labels import LabelSender, labelled_payloads
 from data_plane.load.results import CANCELLED, Tally
 
 MAX_RECORDS = 600_000  # at the 500 rps cap: 20 minutes of answers
+LABEL_FINISH_S = 5.0  # a stopped labelled load publishes what comes due within this long, drops the rest
 
 
 class _Reply(msgspec.Struct):
     routed_to: str | None = None
     model_type: str | None = None
+    model_version: str | None = None
     fallback_reason: str | None = None
 
 
@@ -43,6 +50,7 @@ class Answer:
     model_type: str
     routed_to: str
     fallback_reason: str
+    model_version: str = "none"
 
 
 class RecordingTally(Tally):
@@ -62,7 +70,8 @@ class RecordingTally(Tally):
             except msgspec.DecodeError:
                 ok = False
         self.answers.append(Answer(time.time(), ok, status, latency_ns / 1e6, reply.model_type or "none",
-                                   reply.routed_to or "none", reply.fallback_reason or "none"))
+                                   reply.routed_to or "none", reply.fallback_reason or "none",
+                                   reply.model_version or "none"))
 
     def error(self, kind: str) -> None:
         super().error(kind)
@@ -81,6 +90,7 @@ class Window:
     model_types: dict[str, int]
     routed_to: dict[str, int]
     fallback_reasons: dict[str, int]
+    model_versions: dict[str, int] = field(default_factory=dict)
 
     @property
     def error_rate(self) -> float:
@@ -89,8 +99,8 @@ class Window:
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "errors": self.errors, "error_rate": round(self.error_rate, 6),
                 "p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3),
-                "model_types": self.model_types, "routed_to": self.routed_to,
-                "fallback_reasons": self.fallback_reasons}
+                "model_types": self.model_types, "model_versions": self.model_versions,
+                "routed_to": self.routed_to, "fallback_reasons": self.fallback_reasons}
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -104,10 +114,16 @@ class BackgroundLoad:
     """One load run in its own thread; `window()` summarises any slice of it, live."""
 
     def __init__(self, url: str, rate: float, duration_s: float, *, scenario: str | None = None,
-                 seed: int = 0, timeout_s: float = 5.0) -> None:
+                 seed: int = 0, timeout_s: float = 5.0, label_delay_s: float | None = None,
+                 nats_url: str | None = None) -> None:
         self.plan = LoadPlan(url=url, rate=rate, duration=duration_s, timeout=timeout_s)
         self.scenario = scenario
         self.seed = seed
+        if label_delay_s is not None and not nats_url:
+            raise ValueError("labels need the NATS URL they are published to")
+        self.label_delay_s = label_delay_s
+        self.nats_url = nats_url
+        self.labels: LabelSender | None = None
         self.tally = RecordingTally()
         self.started_at = 0.0
         self._engine: LoadEngine | None = None
@@ -118,8 +134,14 @@ class BackgroundLoad:
         self.failure: str | None = None
 
     def start(self) -> None:
-        payloads = synthetic_payloads(seed=self.seed, scenario=self.scenario, count=2_000)
-        self._engine = LoadEngine(self.plan, payloads)
+        if self.label_delay_s is None:
+            payloads = synthetic_payloads(seed=self.seed, scenario=self.scenario, count=2_000)
+        else:
+            assert self.nats_url is not None
+            payloads, truths = labelled_payloads(seed=self.seed, scenario=self.scenario)
+            self.labels = LabelSender(truths, EventBus(self.nats_url, "chaos-load-labels"),
+                                      delay_s=self.label_delay_s)
+        self._engine = LoadEngine(self.plan, payloads, labels=self.labels)
         self._engine.tally = self.tally  # same counters, plus the per-answer records
         self._thread = threading.Thread(target=self._main, name="chaos-load", daemon=True)
         self.started_at = time.time()
@@ -132,11 +154,20 @@ class BackgroundLoad:
         self._ready.set()
         assert self._engine is not None
         try:
-            self.result = loop.run_until_complete(self._engine.run()).to_dict()
+            self.result = loop.run_until_complete(self._run(self._engine)).to_dict()
         except Exception as exc:  # reported by the probes, never raised into a thread's void
             self.failure = f"{type(exc).__name__}: {exc}"
         finally:
             loop.close()
+
+    async def _run(self, engine: LoadEngine) -> Any:
+        if self.labels is None:
+            return await engine.run()
+        await self.labels.start()
+        try:
+            return await engine.run()
+        finally:  # labels still due when the run ends are published as they come due (bounded)
+            await self.labels.finish(limit_s=min(self.labels.delay_s + 1.0, LABEL_FINISH_S))
 
     @property
     def running(self) -> bool:
@@ -148,7 +179,7 @@ class BackgroundLoad:
             with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
                 self._loop.call_soon_threadsafe(self._engine.stop)
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(timeout + (LABEL_FINISH_S + 1.0 if self.labels is not None else 0.0))
 
     def window(self, start: float | None = None, end: float | None = None) -> Window:
         """What the client saw between wall-clock `start` and `end` (None: open-ended)."""
@@ -161,7 +192,8 @@ class BackgroundLoad:
             p50_ms=_percentile(lat, 50.0), p99_ms=_percentile(lat, 99.0),
             model_types=dict(Counter(a.model_type for a in picked)),
             routed_to=dict(Counter(a.routed_to for a in picked)),
-            fallback_reasons=dict(Counter(a.fallback_reason for a in picked)))
+            fallback_reasons=dict(Counter(a.fallback_reason for a in picked)),
+            model_versions=dict(Counter(a.model_version for a in picked)))
 
     def stop_when_done(self, timeout: float) -> None:
         """Wait for the planned duration to finish (then stop, if it overran `timeout`)."""
