@@ -122,7 +122,8 @@ def run_experiment(env: dict[str, str], name: str, timeout: float = 420) -> dict
     doc = dict(json.loads(Path(report["journal_path"]).read_text()))
     steps = "\n".join(f"  [{s['phase']}] {s['name']}: {s['status']} in {s.get('duration_s', 0):.1f}s "
                       f"{str(s.get('detail'))[:400]}" for s in doc["steps"])
-    print(f"\n{name}: {doc['status']} ({doc['verdict']}) in {doc['ended_at'] - doc['started_at']:.1f}s\n{steps}")
+    took = doc["ended_at"] - doc["started_at"]
+    print(f"\n{name}: {doc['status']} ({doc['verdict']}) in {took:.1f}s\n{steps}")
     assert out.returncode == 0 and doc["status"] == "passed", \
         f"{doc['verdict']}\n{steps}\n{out.stderr[-2000:]}"
     assert doc["journal"]["status"] == "completed" and not doc["journal"]["deviated"]
