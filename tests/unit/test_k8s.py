@@ -17,7 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from data_plane.settings import Ports
+from control_plane.intent import RoutingIntent
+from control_plane.topology import Topology
+from control_plane.xds import build_snapshots, node_ids
+from data_plane.settings import Hosts, Ports, Settings
 from tests.unit.test_compose import SERVICES as COMPOSE_SERVICES
 from tests.unit.test_compose import _check_python_module
 
@@ -46,8 +49,9 @@ def python_render(directory: Path) -> list[dict[str, Any]]:
         out += python_render(target) if target.is_dir() else load_docs(target)
     for gen in k.get("configMapGenerator", []):
         meta = {"name": gen["name"], **({"namespace": gen["namespace"]} if "namespace" in gen else {})}
-        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
-                    "data": {Path(f).name: (directory / f).read_text() for f in gen.get("files", [])}})
+        data = {Path(f).name: (directory / f).read_text() for f in gen.get("files", [])}
+        data.update(lit.split("=", 1) for lit in gen.get("literals", []))
+        out.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data})
     for gen in k.get("secretGenerator", []):
         meta = {"name": gen["name"], **({"namespace": gen["namespace"]} if "namespace" in gen else {})}
         out.append({"apiVersion": "v1", "kind": "Secret", "metadata": meta,
@@ -208,20 +212,45 @@ def test_references_resolve(rendered: dict[str, list[dict[str, Any]]]) -> None:
         assert hpa["spec"]["scaleTargetRef"]["name"] in by_kind["Deployment"]
 
 
+def config_map(objs: list[dict[str, Any]], name: str) -> dict[str, str]:
+    found = [o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"ConfigMap {name}: {len(found)} found"
+    return found[0].get("data", {})
+
+
+def container_env(objs: list[dict[str, Any]], c: dict[str, Any]) -> dict[str, str]:
+    """The plain environment of a container: envFrom ConfigMaps, then env values (no secrets)."""
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        env.update(config_map(objs, source["configMapRef"]["name"]))
+    env.update({e["name"]: e["value"] for e in c.get("env", []) if "value" in e})
+    return env
+
+
 def test_env_uses_settings_variables_and_defines_before_use(
         rendered: dict[str, list[dict[str, Any]]]) -> None:
     known = set(re.findall(r'"(MESH_[A-Z_]+)"', (REPO / "data_plane" / "settings.py").read_text()))
     known |= {f"MESH_PORT_{f.upper()}" for f in PORT_OF}
-    for where, c in containers(rendered["overlays/local"] + rendered["jobs/train"]):
+    known |= {f"MESH_HOST_{f.name.upper()}" for f in fields(Hosts)}
+    objs = rendered["overlays/local"] + rendered["jobs/train"]
+    for where, c in containers(objs):
         defined: set[str] = set()
+        for source in c.get("envFrom", []):
+            for name in config_map(objs, source["configMapRef"]["name"]):
+                assert not name.startswith("MESH_") or name in known, \
+                    f"{where}: {name} (envFrom) is not read by data_plane.settings"
+                defined.add(name)
         for e in c.get("env", []):
             if e["name"].startswith("MESH_"):
                 assert e["name"] in known, f"{where}: {e['name']} is not read by data_plane.settings"
             for ref in re.findall(r"\$\((\w+)\)", e.get("value", "")):
                 assert ref in defined, f"{where}: {e['name']} uses $({ref}) before it is defined"
             defined.add(e["name"])
-        for ref in re.findall(r"\$\((\w+)\)", " ".join(c.get("args", []))):
-            assert ref in defined, f"{where}: args use $({ref}), not in env"
+        for ref in re.findall(r"\$\((\w+)\)", " ".join(c.get("command", []) + c.get("args", []))):
+            assert ref in defined, f"{where}: command/args use $({ref}), not in env"
+    # The addresses are valid for Settings (it refuses bad ones naming the variable).
+    for _, c in containers(rendered["overlays/local"]):
+        Settings.from_env(container_env(rendered["overlays/local"], c))
 
 
 def test_ports_are_the_local_defaults(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -275,3 +304,74 @@ def test_python_render_agrees_with_kubectl_on_the_base() -> None:
     ours = {(o["kind"], o["metadata"]["name"]) for o in python_render(K8S / "base")}
     theirs = {(o["kind"], re.sub(r"-[a-z0-9]{10}$", "", o["metadata"]["name"])) for o in render("base")}
     assert ours == theirs
+
+
+# ---- routing across pods -----------------------------------------------------------------------------
+def _control_plane_topology(objs: list[dict[str, Any]]) -> Topology:
+    dep = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == "control-plane")
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    return Topology.from_settings(Settings.from_env(container_env(objs, c)))
+
+
+def _flag(argv: list[str], flag: str) -> str:
+    assert flag in argv, f"{flag} missing from {argv}"
+    return argv[argv.index(flag) + 1]
+
+
+def test_envoys_connect_as_their_pod_under_their_role(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Replicas get distinct node ids (the pod name) and the config of their role (node cluster)."""
+    objs = rendered["overlays/local"]
+    roles = set(node_ids(_control_plane_topology(objs)))
+    boots = config_map(objs, next(o["metadata"]["name"] for o in objs if o["kind"] == "ConfigMap"
+                                  and o["metadata"]["name"].startswith("envoy-bootstraps")))
+    seen = set()
+    for obj, template in pod_specs(objs):
+        for c in template["spec"]["containers"]:
+            if not c["image"].startswith("envoyproxy/envoy:"):
+                continue
+            where = f"{obj['metadata']['name']}/{c['name']}"
+            argv = c["command"] + c.get("args", [])
+            assert _flag(argv, "--service-node") == "$(POD_NAME)", where
+            pod_name = next(e for e in c["env"] if e["name"] == "POD_NAME")
+            assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", where
+            role = _flag(argv, "--service-cluster")
+            assert role in roles, f"{where}: node cluster {role!r} is none of the control plane's {roles}"
+            mount = next(m for m in c["volumeMounts"] if m["mountPath"] == "/etc/envoy/bootstrap.yaml")
+            boot = yaml.safe_load(boots[mount["subPath"]])
+            assert boot["node"]["id"] == role, f"{where}: bootstrap {mount['subPath']} is another role's"
+            seen.add(role)
+    assert seen == roles == {"edge", "sidecar-xgboost", "sidecar-pytorch", "sidecar-heuristic"}
+
+
+def test_the_control_plane_points_envoys_at_services_that_exist(
+        rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """Build the real snapshots from the control plane's pod env: listeners bind every interface,
+    each upstream is a DNS cluster on a Service of this namespace exposing that port, and a
+    sidecar dials its model server inside its own pod."""
+    objs = rendered["overlays/local"]
+    topo = _control_plane_topology(objs)
+    services = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Service"}
+    snaps = build_snapshots(RoutingIntent(), topo, 1)
+    edge = snaps["edge"]
+    assert not edge.endpoints, "an EDS endpoint in a pod would be an IP the control plane cannot know"
+    assert edge.listeners["edge"].address.socket_address.address == "0.0.0.0"
+    for cluster in edge.clusters.values():
+        if not cluster.load_assignment.endpoints:
+            continue  # aggregate chains
+        sock = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+        name, _, domain = sock.address.partition(".")
+        assert domain == f"{NAMESPACE}.svc.cluster.local", f"{cluster.name}: {sock.address}"
+        assert name in services, f"{cluster.name}: no Service {name}"
+        assert sock.port_value in {p["port"] for p in services[name]["spec"]["ports"]}, \
+            f"{cluster.name}: Service {name} has no port {sock.port_value}"
+        if cluster.name != "operator":
+            assert services[name]["spec"].get("clusterIP") == "None", f"{name}: make it headless"
+    for kind in ("xgboost", "pytorch", "heuristic"):
+        side = snaps[f"sidecar-{kind}"]
+        dep = next(o for o in objs if o["kind"] == "Deployment" and o["metadata"]["name"] == kind)
+        server_ports = {p["containerPort"] for p in dep["spec"]["template"]["spec"]["containers"][0]["ports"]}
+        for listener in side.listeners.values():
+            assert listener.address.socket_address.address == "0.0.0.0", kind
+        for cluster in side.clusters.values():
+            sock = cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address
+            assert sock.address == "127.0.0.1" and sock.port_value in server_ports, f"{kind}: {cluster.name}"
