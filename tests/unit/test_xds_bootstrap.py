@@ -42,3 +42,13 @@ def test_bad_arguments_say_what_to_fix(kwargs: dict, message: str, tmp_path: Pat
             "out_path": tmp_path / "b.yaml", **kwargs}
     with pytest.raises(ConfigError, match=message):
         render_bootstrap(**args)
+
+
+def test_replicas_render_their_own_id_under_the_role_they_share(tmp_path: Path) -> None:
+    path = render_bootstrap("sidecar", "xgboost-5d8f-x2x7q", 9911, "127.0.0.1", 18000, tmp_path / "b.yaml",
+                            node_cluster="sidecar-xgboost")
+    node = yaml.safe_load(path.read_text())["node"]
+    assert node == {"id": "xgboost-5d8f-x2x7q", "cluster": "sidecar-xgboost"}
+    with pytest.raises(ConfigError, match="node cluster 'two words'"):
+        render_bootstrap("edge", "edge-1", 9901, "127.0.0.1", 18000, tmp_path / "c.yaml",
+                         node_cluster="two words")
