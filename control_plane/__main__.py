@@ -76,7 +76,7 @@ async def _serve(settings: Settings, token: str, stop: asyncio.Event,
     cp_started = False
     try:
         # The operator port first: a clash fails here, before ADS or any state is touched.
-        await web.TCPSite(runner, settings.host, settings.ports.operator, reuse_address=True).start()
+        await web.TCPSite(runner, settings.bind_host, settings.ports.operator, reuse_address=True).start()
         await cp.start()
         cp_started = True
         started = await start_components(components)

@@ -126,7 +126,7 @@ class ControlPlane:
             self.ledger.open()  # after the lock: only the owner may repair a torn tail
             await self.bus.start()
             await self._resume()
-            self.ads_port = await self.ads.start(self.settings.host, self.settings.ports.ads)
+            self.ads_port = await self.ads.start(self.settings.bind_host, self.settings.ports.ads)
         except BaseException:
             await self._close_bus(1.0)
             self.store.unlock()
@@ -278,17 +278,21 @@ class ControlPlane:
 
     # ---- xDS callbacks (control_plane.xds.stream.XdsCallbacks; never raise into a stream) -------
     def _label(self, node: str) -> str:
-        # Known node ids only: a fleet of simulated streams must not explode metric cardinality.
-        return node if node in self._known_nodes else "other"
+        # Known roles only (a replica counts under its role, e.g. pod edge-7d9f under `edge`): a fleet
+        # of simulated streams must not explode metric cardinality.
+        role = self.cache.snapshot_key(node)
+        return role if role in self._known_nodes else "other"
+
+    def _refresh_connected(self) -> None:
+        # A role is connected while at least one of its replicas holds a stream.
+        for role in self._known_nodes:
+            self.metrics.node_connected.labels(role).set(1 if self.cache.replicas(role) else 0)
 
     def on_stream_open(self, node: str, stream_id: int) -> None:
-        if node in self._known_nodes:
-            self.metrics.node_connected.labels(node).set(1)
+        self._refresh_connected()
 
     def on_stream_close(self, node: str, stream_id: int) -> None:
-        if node in self._known_nodes:
-            status = self.cache.node_status().get(node)  # another stream of the node may remain
-            self.metrics.node_connected.labels(node).set(1 if status and status.connected else 0)
+        self._refresh_connected()
 
     def on_push(self, node: str, type_url: str, version: str, nonce: str) -> None:
         self.metrics.pushes.labels(self._label(node), short(type_url)).inc()
@@ -366,9 +370,7 @@ class ControlPlane:
         self.metrics.snapshot_version.set(self.store.version)
         good = self.store.last_good
         self.metrics.last_good_version.set(good.version if good else 0)
-        for node, st in self.cache.node_status().items():
-            if node in self._known_nodes:
-                self.metrics.node_connected.labels(node).set(1 if st.connected else 0)
+        self._refresh_connected()
         self.metrics.events_dropped.set(self.bus.dropped)
         self.metrics.events_published.set(self.bus.published)
 

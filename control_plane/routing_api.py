@@ -14,7 +14,6 @@ API); every change goes through `cp.apply()` and answers the ledger decision lik
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ from aiohttp import web
 from control_plane.intent import MODELS, Endpoint, RoutingIntent
 from control_plane.operator_api import BadRequest, _change_response
 from data_plane.contracts.errors import ValidationError
+from data_plane.settings import is_dns_name, is_ip_address
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -72,12 +72,10 @@ def parse_override(body: dict[str, Any], clusters: list[str]) -> tuple[str, dict
     cluster, host, port = body["cluster"], body["host"], body["port"]
     if cluster not in clusters:
         raise ValidationError("cluster", "unknown_cluster", f"cluster must be one of {', '.join(clusters)}")
-    try:
-        ipaddress.ip_address(host if isinstance(host, str) else "")
-    except ValueError:
-        raise ValidationError("host", "ip_address",
-                              "host must be an IP address such as 127.0.0.1 (Envoy does not resolve "
-                              "names for these endpoints)") from None
+    if not isinstance(host, str) or not (is_ip_address(host) or is_dns_name(host)):
+        raise ValidationError("host", "host",
+                              "host must be an IP address such as 127.0.0.1 or a DNS name such as "
+                              "xgboost.fraud-mesh.svc.cluster.local (no scheme, no port)")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValidationError("port", "range", "port must be an integer between 1 and 65535")
     return cluster, {"host": host, "port": port}

@@ -27,14 +27,16 @@ def health_targets(settings: Settings) -> list[HealthTarget]:
     h, p = settings.host, settings.ports
     targets = [HealthTarget("nats", "nats", f"http://{h}:{p.nats_monitor}/healthz",
                             (p.nats, p.nats_monitor)),
-               HealthTarget("edge", "envoy", f"http://{h}:{p.edge_admin}/ready", (p.edge, p.edge_admin))]
+               HealthTarget("edge", "envoy", f"http://{settings.advertised_host('edge')}:{p.edge_admin}/ready",
+                            (p.edge, p.edge_admin))]
     for svc in SERVICES:
         challenger = getattr(p, f"{svc}_challenger", None)
         ports = (getattr(p, svc), challenger) if challenger else (getattr(p, svc),)
-        targets.append(HealthTarget(svc, "model_server", f"http://{h}:{ports[0]}/ready", ports))
+        at = settings.advertised_host(svc)
+        targets.append(HealthTarget(svc, "model_server", f"http://{at}:{ports[0]}/ready", ports))
         if settings.sidecars:
             admin = getattr(p, f"sidecar_admin_{svc}")
-            targets.append(HealthTarget(f"sidecar-{svc}", "envoy", f"http://{h}:{admin}/ready",
+            targets.append(HealthTarget(f"sidecar-{svc}", "envoy", f"http://{at}:{admin}/ready",
                                         (getattr(p, f"sidecar_{svc}"), admin)))
     return targets
 

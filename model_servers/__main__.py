@@ -65,7 +65,7 @@ def _ports(args: argparse.Namespace, settings: Settings) -> tuple[int, int | Non
 
 async def serve(args: argparse.Namespace, settings: Settings) -> int:
     """Start the listeners, wait for SIGTERM/SIGINT, drain, stop."""
-    host = args.host or settings.host
+    host = args.host or settings.bind_host
     port, challenger_port = _ports(args, settings)
     app = create_app(args.kind, settings, nats_url=None if args.no_nats else (args.nats_url or
                                                                               settings.nats_url),

@@ -82,8 +82,8 @@ class MeshActions:
         return self.session
 
     async def reload_slot(self, kind: str, slot: str, version: str) -> None:
-        port = self.cp.topology.service(kind).server_port
-        url = f"http://{self.cp.settings.host}:{port}/admin/reload"
+        addr = self.cp.topology.service(kind)
+        url = f"http://{addr.host}:{addr.server_port}/admin/reload"
         async with self._session().post(url, json={"slot": slot, "version": version}) as resp:
             body = await resp.json(content_type=None)
             if resp.status != 200:
@@ -99,7 +99,7 @@ class MeshActions:
 
     async def challenger_counters(self, kind: str) -> tuple[int, int]:
         topo = self.cp.topology
-        url = f"http://{topo.host}:{topo.edge_admin_port}/clusters?format=json"
+        url = f"http://{topo.edge_host}:{topo.edge_admin_port}/clusters?format=json"
         try:
             async with self._session().get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
                 doc = await resp.json(content_type=None)

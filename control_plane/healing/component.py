@@ -48,7 +48,8 @@ class HealingComponent:
         self.collector = SignalCollector(cp.topology, window_s=c.window_s, probe_timeout_s=c.probe_timeout_s,
                                          admin_timeout_s=c.admin_timeout_s)
         topo = cp.topology
-        metrics_urls = [f"http://{topo.host}:{topo.service(s).server_port}/metrics" for s in SERVICES]
+        addrs = [topo.service(s) for s in SERVICES]
+        metrics_urls = [f"http://{a.host}:{a.server_port}/metrics" for a in addrs]
         self.traffic = TrafficTracker(metrics_urls, interval_s=c.history_interval_s, points=c.history_points,
                                       timeout_s=c.admin_timeout_s)
         self.reconciler = Reconciler(cp, self.collector, c)

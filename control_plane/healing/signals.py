@@ -153,9 +153,9 @@ def probe_urls(topo: Topology) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for svc in SERVICES:
         addr = topo.service(svc)
-        urls = [f"http://{topo.host}:{addr.server_port}/ready"]
+        urls = [f"http://{addr.host}:{addr.server_port}/ready"]
         if topo.sidecars and addr.sidecar_admin_port:
-            urls.append(f"http://{topo.host}:{addr.sidecar_admin_port}/ready")
+            urls.append(f"http://{addr.host}:{addr.sidecar_admin_port}/ready")
         out[svc] = urls
     return out
 
@@ -172,7 +172,7 @@ class SignalCollector:
                  services: Sequence[str] = SERVICES, urls: Mapping[str, list[str]] | None = None) -> None:
         self.topo = topo
         self.services = tuple(services)
-        self.admin_url = f"http://{topo.host}:{topo.edge_admin_port}"
+        self.admin_url = f"http://{topo.edge_host}:{topo.edge_admin_port}"
         self.urls = dict(urls) if urls is not None else probe_urls(topo)
         self.window = SignalWindow(window_s)
         self.probe_timeout_s = probe_timeout_s

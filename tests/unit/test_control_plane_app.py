@@ -96,3 +96,23 @@ async def test_automation_stands_still_while_frozen(settings: Settings) -> None:
         assert operator.xds_version == str(version + 1)
     finally:
         await cp.stop(grace=0.1)
+
+
+async def test_replicas_count_under_their_role_in_the_node_metrics(settings: Settings) -> None:
+    cp = control_plane(isolated_settings(settings))
+    await cp.start()
+    try:
+        gauge = cp.metrics.node_connected
+        for pod in ("edge-7d9f-a", "edge-7d9f-b"):  # two edge pods, Envoy --service-cluster edge
+            cp.cache.stream_opened(pod, role="edge")
+            cp.on_stream_open(pod, 1)
+        assert gauge.labels("edge")._value.get() == 1
+        assert cp._label("edge-7d9f-a") == "edge" and cp._label("sim-0042") == "other"
+        cp.cache.stream_closed("edge-7d9f-a")
+        cp.on_stream_close("edge-7d9f-a", 1)
+        assert gauge.labels("edge")._value.get() == 1  # one replica still holds a stream
+        cp.cache.stream_closed("edge-7d9f-b")
+        cp.on_stream_close("edge-7d9f-b", 1)
+        assert gauge.labels("edge")._value.get() == 0
+    finally:
+        await cp.stop(grace=0.1)

@@ -93,7 +93,8 @@ async def test_override_set_and_cleared(api: tuple[TestClient, dict[str, str]]) 
 
 @pytest.mark.parametrize(("body", "field", "rule"), [
     ({"cluster": "chain-xgboost", "host": "127.0.0.1", "port": 9000}, "cluster", "unknown_cluster"),
-    ({"cluster": "xgboost", "host": "localhost", "port": 9000}, "host", "ip_address"),
+    ({"cluster": "xgboost", "host": "http://localhost", "port": 9000}, "host", "host"),
+    ({"cluster": "xgboost", "host": "10.0.0.1:80", "port": 9000}, "host", "host"),
     ({"cluster": "xgboost", "host": "127.0.0.1", "port": 70000}, "port", "range"),
     ({"cluster": "xgboost", "host": "127.0.0.1", "port": "9000"}, "port", "range"),
     ({"cluster": "xgboost", "port": 9000}, "host", "required"),
