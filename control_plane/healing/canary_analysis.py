@@ -12,8 +12,12 @@ Rules, in order (the first failing one decides):
 2. p95 latency of the challenger > 500 ms (seed rollback rule).
 3. latency distribution: Mann-Whitney U (challenger slower, one-sided) with p < `mw_alpha` AND a
    median gap > `min_latency_gap_ms` (Kayenta: significance alone flags sub-millisecond noise).
-4. quality: with >= 200 labelled challenger rows (MIN_SAMPLES_FOR_DECISION) and enough frauds,
-   challenger F1 must not be below the champion's (same phase, same label feed) by > `f1_tolerance`.
+4. quality: with >= 200 labelled challenger rows (MIN_SAMPLES_FOR_DECISION; in shadow: requests
+   both arms scored) and >= `min_label_positives` frauds, a bootstrap interval of challenger F1 -
+   champion F1 (each version flagging at its own threshold; `paired_stats.f1_difference`: paired
+   in shadow, where both score the same requests, independent arms in the steps). Fail only when
+   the whole interval lies below -`f1_tolerance` (the challenger is significantly worse), else
+   pass: at 5-20 frauds a point-estimate rule rolled good challengers back on noise.
    Without enough labels, label-free proxies: shadow agreement (same is_fraud on the same request)
    >= `min_agreement`; canary: predicted fraud rate and mean score within `max_rate_shift` /
    `max_score_shift` of the champion's. After a drift the champion is the model that is wrong, so
@@ -28,6 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from control_plane.healing.paired_stats import F1Difference, f1_difference
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,10 @@ class CanaryConfig:
     min_latency_gap_ms: float = 5.0
     min_label_samples: int = 200  # seed MIN_SAMPLES_FOR_DECISION
     min_label_positives: int = 5
-    f1_tolerance: float = 0.05
+    f1_tolerance: float = 0.05  # F1 loss tolerated before "significantly worse" (interval margin)
+    label_confidence: float = 0.95  # two-sided bootstrap interval of the F1 difference
+    bootstrap_rounds: int = 4000
+    bootstrap_seed: int = 0
     min_agreement: float = 0.80
     max_rate_shift: float = 0.25
     max_score_shift: float = 0.25
@@ -128,6 +137,8 @@ def numbers_of(ev: Evidence, shadow: bool) -> dict[str, float]:
     if shadow:
         pairs = [(ev.champion[r], o) for r, o in ev.challenger.items() if r in ev.champion]
         out["paired"] = len(pairs)
+        labelled = [ev.labels[r] for r in ev.challenger if r in ev.champion and r in ev.labels]
+        out["paired_labelled"], out["paired_positives"] = len(labelled), sum(labelled)
         if pairs:
             out["agreement"] = float(np.mean([a.is_fraud == b.is_fraud for a, b in pairs]))
             if len(pairs) > 2:
@@ -156,11 +167,15 @@ def judge(ev: Evidence, rules: PhaseRules, cfg: CanaryConfig, elapsed_s: float, 
     if n < rules.min_samples or elapsed_s < rules.min_duration_s:
         return _wait_or_timeout(elapsed_s, rules, nums, f"{n:.0f}/{rules.min_samples} samples, "
                                 f"{elapsed_s:.0f}/{rules.min_duration_s:g}s")
-    labelled = (nums["challenger_labelled"] >= cfg.min_label_samples
-                and nums["challenger_positives"] >= cfg.min_label_positives
-                and nums["champion_labelled"] >= cfg.min_label_samples)
+    if shadow:  # the paired comparison reads the requests both arms scored
+        labelled = (nums["paired_labelled"] >= cfg.min_label_samples
+                    and nums["paired_positives"] >= cfg.min_label_positives)
+    else:
+        labelled = (nums["challenger_labelled"] >= cfg.min_label_samples
+                    and nums["challenger_positives"] >= cfg.min_label_positives
+                    and nums["champion_labelled"] >= cfg.min_label_samples)
     if labelled:
-        return _label_quality(cfg, nums)
+        return _label_quality(cfg, nums, label_comparison(ev, cfg, shadow=shadow))
     if elapsed_s < rules.label_wait_s:
         return _wait_or_timeout(elapsed_s, rules, nums, f"waiting for labels: "
                                 f"{nums['challenger_labelled']:.0f}/{cfg.min_label_samples}")
@@ -192,13 +207,37 @@ def _latency_test(ev: Evidence, cfg: CanaryConfig, nums: dict[str, float]) -> Ve
     return None
 
 
-def _label_quality(cfg: CanaryConfig, nums: dict[str, float]) -> Verdict:
-    f1c, f1p = nums["challenger_f1"], nums["champion_f1"]
-    if f1c < f1p - cfg.f1_tolerance:
-        return Verdict("fail", "label_f1", f"challenger F1 {f1c:.3f} < champion {f1p:.3f} - "
-                       f"{cfg.f1_tolerance:g} on {nums['challenger_labelled']:.0f} labelled rows", nums)
-    return Verdict("pass", "label_f1", f"challenger F1 {f1c:.3f} vs champion {f1p:.3f} on "
-                   f"{nums['challenger_labelled']:.0f} labelled rows", nums)
+def label_comparison(ev: Evidence, cfg: CanaryConfig, *, shadow: bool) -> F1Difference:
+    """Challenger F1 - champion F1 on the labelled requests: paired in shadow, else per arm."""
+    if shadow:
+        rids = [r for r in ev.challenger if r in ev.champion and r in ev.labels]
+        y = [ev.labels[r] for r in rids]
+        return f1_difference((y, [ev.challenger[r].is_fraud for r in rids]),
+                             (y, [ev.champion[r].is_fraud for r in rids]), paired=True,
+                             rounds=cfg.bootstrap_rounds, seed=cfg.bootstrap_seed,
+                             confidence=cfg.label_confidence)
+
+    def arm(obs: Mapping[str, Observation]) -> tuple[list[bool], list[bool]]:
+        rids = [r for r in obs if r in ev.labels]
+        return [ev.labels[r] for r in rids], [obs[r].is_fraud for r in rids]
+
+    return f1_difference(arm(ev.challenger), arm(ev.champion), paired=False, rounds=cfg.bootstrap_rounds,
+                         seed=cfg.bootstrap_seed, confidence=cfg.label_confidence)
+
+
+def _label_quality(cfg: CanaryConfig, nums: dict[str, float], cmp: F1Difference) -> Verdict:
+    d = cmp.difference
+    nums.update({"label_challenger_f1": cmp.challenger_f1, "label_champion_f1": cmp.champion_f1,
+                 "label_f1_diff": d.point, "label_f1_diff_ci_lo": d.lo, "label_f1_diff_ci_hi": d.hi,
+                 "label_n": cmp.n, "label_positives": cmp.positives, "label_paired": float(cmp.paired),
+                 "label_margin": cfg.f1_tolerance, "label_confidence": cfg.label_confidence})
+    how = (f"challenger F1 {cmp.challenger_f1:.3f} vs champion {cmp.champion_f1:.3f}, difference "
+           f"{d.render(True)} ({cfg.label_confidence:.0%} {'paired ' if cmp.paired else ''}bootstrap) on "
+           f"{cmp.n} labelled rows, {cmp.positives} frauds")
+    if d.hi < -cfg.f1_tolerance:
+        return Verdict("fail", "label_f1", f"significantly worse: {how}; upper bound below "
+                       f"-{cfg.f1_tolerance:g}", nums)
+    return Verdict("pass", "label_f1", f"not significantly worse: {how}", nums)
 
 
 def _proxy_quality(cfg: CanaryConfig, nums: dict[str, float], shadow: bool) -> Verdict:

@@ -13,7 +13,8 @@ One run (stages published as `RetrainProgress` on `mesh.retrain.progress`):
    publishing "waiting for labels: n/min", for at most `label_wait_s`; then give up. Never generate
    rows of the drifted distribution: that would be training on the answer.
 2. train: `training.pipeline.train_one` on recent (minus holdout) + a reference sample, in a thread.
-3. evaluate: candidate and champion on the out-of-time holdout; ONNX one-row p99; `retrain_gates`.
+3. evaluate: candidate and champion scored on the same out-of-time holdout (grown towards
+   `min_holdout_positives` frauds), compared paired by bootstrap; ONNX one-row p99; `retrain_gates`.
 4. register (only now, one registry call) as `challenger` and publish `ModelRegistered` on
    `mesh.model.registered` with the metrics and the trigger id. A worker killed before this step
    leaves nothing in the registry.
@@ -36,9 +37,11 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from control_plane.healing.paired_stats import compare_on_holdout
 from control_plane.healing.retrain_data import (
     RecentRows,
     fetch_recent,
+    holdout_fraction_for,
     reference_sample,
     split_recent,
     training_set,
@@ -67,6 +70,8 @@ class RetrainConfig:
     min_labelled: int = 2000
     min_positives: int = 30
     holdout_fraction: float = 0.25
+    min_holdout_positives: int = 20  # grow the holdout (latest rows) until it holds this many frauds
+    max_holdout_fraction: float = 0.5
     reference_rows: int = 20_000
     budget_per_hour: int = 3
     cooldown_s: float = 300.0
@@ -128,9 +133,20 @@ def onnx_p99_ms(onnx_path: Path, rows: np.ndarray) -> float:
     return float(np.percentile(np.asarray(times) * 1000.0, 99))
 
 
+@dataclass(frozen=True)
+class ChampionScores:
+    """The champion's scores on the holdout, at its own registry threshold."""
+
+    version: str
+    scores: np.ndarray
+    threshold: float
+    metrics: dict[str, float]
+    params: dict[str, str]
+
+
 def score_champion(settings: Settings, kind: str, holdout_x: np.ndarray, holdout_y: np.ndarray
-                   ) -> tuple[str, dict[str, float], dict[str, str]] | None:
-    """(version, holdout metrics at the champion's own threshold, params), or None without one."""
+                   ) -> ChampionScores | None:
+    """The champion's holdout scores and metrics at its own threshold, or None without one."""
     from data_plane.contracts.errors import ModelNotFoundError
     from data_plane.registry import Registry
     from data_plane.scoring import OnnxScorer
@@ -142,7 +158,8 @@ def score_champion(settings: Settings, kind: str, holdout_x: np.ndarray, holdout
         return None
     scores = OnnxScorer(loaded.onnx_path).predict(holdout_x)
     threshold = loaded.threshold if loaded.threshold is not None else settings.fraud_threshold
-    return loaded.version, evaluate(holdout_y, scores, threshold), dict(loaded.params)
+    return ChampionScores(loaded.version, scores, float(threshold), evaluate(holdout_y, scores, threshold),
+                          dict(loaded.params))
 
 
 def _champion_reference(settings: Settings, kind: str) -> dict[str, Any] | None:
@@ -333,9 +350,11 @@ class RetrainWorker:
         from training.validate import validate_dataset
 
         c = self.config
-        recent_train, holdout = split_recent(recent, c.holdout_fraction)
+        fraction = holdout_fraction_for(recent.labels, c.holdout_fraction, c.min_holdout_positives,
+                                        c.max_holdout_fraction)
+        recent_train, holdout = split_recent(recent, fraction)
         champ = score_champion(self.settings, kind, holdout.features, holdout.labels)
-        params = champ[2] if champ else {}
+        params = champ.params if champ else {}
         reference = reference_sample(params, min(c.reference_rows, max(5000, 2 * len(recent_train))), c.seed)
         data = training_set(recent_train, reference, c.seed)
         report = validate_dataset(data, _champion_reference(self.settings, kind) if champ else None)
@@ -356,12 +375,19 @@ class RetrainWorker:
 
             cand_scores = OnnxScorer(trained.onnx_path).predict(holdout.features)
             cand = evaluate(holdout.labels, cand_scores, trained.metrics["threshold"])
+            g = c.gates
+            comparison = compare_on_holdout(
+                holdout.labels, cand_scores, trained.metrics["threshold"],
+                champ.scores if champ else None, champ.threshold if champ else None,
+                rounds=g.bootstrap_rounds, seed=g.bootstrap_seed, confidence=g.confidence)
             p99 = onnx_p99_ms(trained.onnx_path, holdout.features[: c.latency_rows])
-            verdict = judge_candidate(cand, champ[1] if champ else None, p99, c.gates)
+            verdict = judge_candidate(comparison, p99, g)
             numbers = {**{f"candidate_{k}": v for k, v in cand.items()},
-                       **({f"champion_{k}": v for k, v in champ[1].items()} if champ else {}),
+                       **({f"champion_{k}": v for k, v in champ.metrics.items()} if champ else {}),
                        **verdict.numbers(), "recent_rows": float(len(recent)),
-                       "holdout_rows": float(len(holdout)), "train_rows": float(len(data))}
+                       "holdout_rows": float(len(holdout)), "holdout_fraction": fraction,
+                       "train_rows": float(len(data)),
+                       "candidate_validation_brier": trained.metrics.get("brier", float("nan"))}
             self._progress(kind, "evaluate", 1.0, verdict.summary())
             if not verdict.passed:
                 return RunOutcome(kind, None, verdict, f"candidate rejected: {verdict.summary()}", numbers)

@@ -14,7 +14,10 @@ and gives up (ledger entry) when not enough labels arrive in time.
 Training set = a random interleave of the recent labelled rows (minus the holdout) and a sample of
 the champion's original training data (regenerated from the seed and size the champion's params
 record, so nothing needs storing). Holdout = the latest `holdout_fraction` of the recent labelled
-rows by time: out of time for both models.
+rows by time: out of time for both models. When that slice holds fewer than `min_positives`
+frauds, the holdout grows backwards in time until it does, up to `max_fraction` of the rows
+(`holdout_fraction_for`): the gates' intervals narrow with the frauds they see, and the rows
+the drift made are what the champion was not trained for, so the holdout stays recent.
 """
 
 from __future__ import annotations
@@ -86,6 +89,19 @@ def join_labelled(batches: Iterable[bytes], labels: Iterable[bytes], kind: str,
     return RecentRows(np.asarray([r[1] for r in rows], dtype=np.float64),
                       np.asarray([r[2] for r in rows], dtype=np.int8),
                       np.asarray([r[0] for r in rows], dtype=np.float64), seen)
+
+
+def holdout_fraction_for(labels: np.ndarray, base: float, min_positives: int, max_fraction: float) -> float:
+    """The share of the latest rows to hold out: `base`, or more until the slice holds
+    `min_positives` frauds, never more than `max_fraction` (labels in time order)."""
+    y = np.asarray(labels)
+    n = int(y.size)
+    if n == 0 or min_positives <= 0:
+        return base
+    from_end = np.cumsum(y[::-1])
+    reached = np.flatnonzero(from_end >= min_positives)
+    needed = (int(reached[0]) + 1) / n if reached.size else 1.0
+    return float(min(max(base, needed), max(base, max_fraction)))
 
 
 def split_recent(recent: RecentRows, holdout_fraction: float) -> tuple[Dataset, Dataset]:

@@ -210,3 +210,55 @@ async def test_a_tick_during_the_slot_reload_does_not_start_the_run_twice(cp):
     assert [c for c in actions.calls if c[0] == "reload"] == [("reload", "xgboost", "challenger", "2")]
     actions_seen = [d.action for d in cp.ledger.read(limit=100) if d.actor == "canary"]
     assert actions_seen == ["load_challenger", "canary_shadow"]
+
+
+def labelled_shadow(frauds: int, rows: int, champion_caught: int, challenger_caught: int) -> Evidence:
+    """Shadow evidence: both arms scored the same `rows` labelled requests; each catches the first
+    `*_caught` of the `frauds` frauds and raises no false alarm."""
+    ev = Evidence()
+    fraud_ids = [f"r{i}" for i in range(0, rows, rows // frauds)][:frauds]
+    for i in range(rows):
+        rid = f"r{i}"
+        y = rid in fraud_ids
+        rank = fraud_ids.index(rid) if y else -1
+        flag_champion, flag_challenger = 0 <= rank < champion_caught, 0 <= rank < challenger_caught
+        ev.champion[rid] = Observation(0.9 if flag_champion else 0.1, flag_champion, 2.0)
+        ev.challenger[rid] = Observation(0.9 if flag_challenger else 0.1, flag_challenger, 2.0)
+        ev.labels[rid] = y
+    return ev
+
+
+def test_label_verdict_passes_a_point_estimate_loss_that_is_one_request_of_noise():
+    # 10 frauds in 300 requests: champion catches 8 (F1 0.889), challenger 7 (F1 0.824). The old
+    # rule (point F1 below the champion's by > 0.05) rolled this back; paired, the difference
+    # rests on a single request, so the interval reaches 0 and the challenger passes.
+    verdict = judge(labelled_shadow(10, 300, 8, 7), CFG.shadow, CFG, 5.0, shadow=True)
+    assert verdict.result == "pass" and verdict.rule == "label_f1", verdict.reason
+    n = verdict.numbers
+    assert n["label_f1_diff"] == pytest.approx(14 / 17 - 16 / 18) and n["label_f1_diff_ci_hi"] == 0.0
+    assert (n["label_n"], n["label_positives"], n["label_paired"]) == (300, 10, 1.0)
+    assert "not significantly worse" in verdict.reason and "paired bootstrap" in verdict.reason
+
+
+def test_label_verdict_rolls_back_a_significantly_worse_challenger():
+    verdict = judge(labelled_shadow(10, 300, 8, 1), CFG.shadow, CFG, 5.0, shadow=True)
+    assert verdict.result == "fail" and verdict.rule == "label_f1", verdict.reason
+    assert verdict.numbers["label_f1_diff_ci_hi"] < -CFG.f1_tolerance
+    assert "significantly worse" in verdict.reason
+
+
+def test_label_verdict_needs_200_paired_labels_and_5_frauds():
+    few_rows = labelled_shadow(10, 150, 8, 1)  # 150 < MIN_SAMPLES_FOR_DECISION labelled requests
+    assert judge(few_rows, CFG.shadow, CFG, 5.0, shadow=True).rule != "label_f1"
+    few_frauds = labelled_shadow(4, 300, 4, 0)
+    assert judge(few_frauds, CFG.shadow, CFG, 5.0, shadow=True).rule != "label_f1"
+
+
+def test_canary_steps_compare_the_arms_independently():
+    ev = labelled_shadow(10, 600, 8, 8)
+    # a canary step: each arm answered its own requests (no request id in both)
+    ev.challenger = {f"c{rid}": o for rid, o in list(ev.challenger.items())[:300]}
+    ev.labels.update({f"c{rid}": ev.labels[rid] for rid in list(ev.labels)[:300]})
+    verdict = judge(ev, CFG.step, CFG, 10.0, shadow=False)
+    assert verdict.rule == "label_f1" and verdict.numbers["label_paired"] == 0.0, verdict.reason
+    assert verdict.result == "pass"
