@@ -181,6 +181,9 @@ class OperatorClient:
     async def load(self) -> Any:
         return await self.get("/api/v1/load")
 
+    async def ab_stats(self) -> Any:
+        return await self.get("/api/v1/ab-stats")
+
     async def chaos_experiments(self) -> Any:
         return await self.get("/api/v1/chaos/experiments")
 

@@ -18,6 +18,9 @@ KEEP_DECISIONS = 500  # newest decisions kept in memory for the ledger pane
 FIRST_READ = 300  # how far back the first read reaches
 REREAD = 50  # recent decisions re-read each poll: their ACK state may have settled since
 EXPERIMENTS_EVERY = 10  # polls between re-reads of the (static) chaos experiment list
+# A/B stats are computed over a 15-minute window (numpy/scipy on up to 100k rows at the control
+# plane): every other poll is fresh enough and halves what a console costs there.
+AB_EVERY = 2
 
 
 async def fetch(call: Awaitable[Any], previous: Fetched) -> Fetched:
@@ -52,7 +55,7 @@ class Poller:
     def _fingerprint(self) -> tuple[Any, ...]:
         s = self.state
         return (s.reachable, s.unreachable_reason, s.status, s.health, s.models, s.canary, s.drift,
-                s.traffic, s.load, s.experiments, dict(s.decisions), s.decisions_state, s.last_seq,
+                s.traffic, s.load, s.experiments, s.ab, dict(s.decisions), s.decisions_state, s.last_seq,
                 s.chaos)
 
     async def _poll(self) -> MeshState:
@@ -81,6 +84,8 @@ class Poller:
             "traffic": fetch(c.traffic_summary(), s.traffic),
             "load": fetch(c.load(), s.load),
         }
+        if not s.ab.ok or s.polls % AB_EVERY == 0:
+            reads["ab"] = fetch(c.ab_stats(), s.ab)
         if not s.experiments.ok or s.polls % EXPERIMENTS_EVERY == 0:
             reads["experiments"] = fetch(c.chaos_experiments(), s.experiments)
         watch = s.chaos

@@ -64,6 +64,7 @@ class MeshState:
     traffic: Fetched = PENDING
     load: Fetched = PENDING
     experiments: Fetched = PENDING
+    ab: Fetched = PENDING  # GET /api/v1/ab-stats
     decisions: dict[int, dict[str, Any]] = field(default_factory=dict)  # seq -> Decision
     decisions_state: Fetched = PENDING
     last_seq: int = 0

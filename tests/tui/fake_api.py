@@ -61,6 +61,8 @@ class FakeOperatorAPI:
         self._run_ids = itertools.count(1)
         self._fail_next: tuple[int, dict[str, Any]] | None = None
         self.overrides: dict[str, Any] = {}  # GET path -> the body to answer instead (odd shapes)
+        self.read_errors: dict[str, tuple[int, dict[str, Any]]] = {}  # GET path -> (status, error body)
+        self.ab = payloads.ab_stats()
         self._runner: web.AppRunner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -133,6 +135,7 @@ class FakeOperatorAPI:
             ("POST", "/api/v1/chaos/runs", self._chaos_start),
             ("GET", "/api/v1/chaos/runs/{run_id}", self._chaos_run),
             ("POST", "/api/v1/chaos/runs/{run_id}/abort", self._chaos_abort),
+            ("GET", "/api/v1/ab-stats", self._ab_stats),
         ]
         for method, path, handler in routes:
             if self.routes == "all" or path in TODAY:
@@ -145,6 +148,9 @@ class FakeOperatorAPI:
             self.reads.append(request.path)
             if request.path in self.overrides:
                 return web.json_response(self.overrides[request.path])
+            if request.path in self.read_errors:
+                status, error = self.read_errors[request.path]
+                return web.json_response(error, status=status)
             try:
                 return await handler(request)
             except web.HTTPNotFound:  # the real API's error middleware shape
@@ -223,6 +229,9 @@ class FakeOperatorAPI:
 
     async def _experiments(self, request: web.Request) -> web.Response:
         return web.json_response(payloads.experiments())
+
+    async def _ab_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.ab)
 
     async def _chaos_run(self, request: web.Request) -> web.Response:
         run = self.runs.get(request.match_info["run_id"])

@@ -217,6 +217,42 @@ CHAOS_STEPS = ("steady-state before", "inject fault", "expect failover", "rollba
 _LOAD = {"running": False, "sent": 0, "ok": 0, "errors": 0}  # GET /api/v1/load before any run
 
 
+def _arm(count: int, flagged: int, p50: float, p95: float, p99: float, psi: float,
+         labelled: dict[str, Any] | None) -> dict[str, Any]:
+    return {"count": count, "flagged": flagged, "fraud_rate": flagged / count, "mean_score": 0.031,
+            "mean_confidence": 0.962, "latency_ms": {"p50": p50, "p95": p95, "p99": p99},
+            "score_psi_vs_champion": psi, "labelled": labelled}
+
+
+def _labelled(tp: int, fp: int, fn: int, tn: int, precision: tuple[float, float, float],
+              recall: tuple[float, float, float], f1: tuple[float, float, float]) -> dict[str, Any]:
+    """As control_plane.ab_stats.labelled_metrics answers (numbers recorded from it)."""
+    return {"n": tp + fp + fn + tn, "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "precision": {"value": precision[0], "n": tp + fp, "ci95": list(precision[1:]),
+                          "method": "wilson"},
+            "recall": {"value": recall[0], "n": tp + fn, "ci95": list(recall[1:]), "method": "wilson"},
+            "f1": {"value": f1[0], "ci95": list(f1[1:]), "method": "bootstrap (1000 replicates)"}}
+
+
+_AB = {  # GET /api/v1/ab-stats (control_plane/ab_component.py): the 80/20 split with a 25 % canary
+    "window_s": 900.0, "label_window_s": 3600.0, "champion": "xgboost_v3",
+    "arms": {
+        "pytorch_v2": _arm(461, 9, 3.4, 9.8, 16.2, 0.087, None),
+        "xgboost_v3": _arm(1843, 41, 2.1, 6.3, 11.7, 0.0,
+                           _labelled(22, 6, 5, 967, (0.7857, 0.6046, 0.8979), (0.8148, 0.6330, 0.9182),
+                                     (0.8, 0.6664, 0.8980))),
+        "xgboost_v4": _arm(767, 29, 2.3, 7.1, 12.9, 0.024,
+                           _labelled(11, 4, 2, 383, (0.7333, 0.4805, 0.8910), (0.8462, 0.5777, 0.9567),
+                                     (0.7857, 0.5556, 0.9286))),
+    },
+    "comparison": {"arms": ["xgboost_v3", "xgboost_v4"], "test": "chi2_contingency (fraud rate)",
+                   "chi2": 4.4475, "p_value": 0.03495, "dof": 1, "min_samples_per_arm": 100,
+                   "enough_samples": True, "significant_at_0_01": False},
+    "records_in_window": 3071, "records_seen": 3071, "labels_seen": 1420, "labels_joined": 1400,
+    "awaiting_labels": 1671, "nats_connected": True,
+}
+
+
 def status() -> dict[str, Any]:
     return copy.deepcopy(_STATUS)
 
@@ -253,3 +289,7 @@ def experiments() -> list[dict[str, Any]]:
 
 def load() -> dict[str, Any]:
     return copy.deepcopy(_LOAD)
+
+
+def ab_stats() -> dict[str, Any]:
+    return copy.deepcopy(_AB)

@@ -41,9 +41,10 @@ async def test_help_lists_every_binding(fake_api: FakeOperatorAPI, token_file: P
         await pilot.press("question_mark")
         await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen), what="the help screen")
         keys = dict(app.screen.bindings)
-        for key in ("?", "1", "7", "w", "f", "p", "u", "r", "m", "b", "l", "c", "x", "q"):
+        for key in ("?", "1", "7", "8", "w", "f", "p", "u", "r", "m", "b", "l", "c", "x", "q"):
             assert key in keys, key
         assert keys["x"] == "abort the running chaos experiment"
+        assert keys["8"] == "show the A/B pane"
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, MainScreen), what="closing the help")
 

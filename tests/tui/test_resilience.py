@@ -109,11 +109,13 @@ async def test_answers_of_unexpected_shape_never_break_the_console(
         "/api/v1/chaos/experiments": {"experiments": [1, {"title": "no name"}]},
         "/api/v1/load": [],
         "/api/v1/decisions": {"decisions": [{"seq": "x"}, 7], "last_seq": "many"},
+        "/api/v1/ab-stats": {"arms": {"x_v1": {"count": "many", "latency_ms": [1], "labelled": {"f1": 3}},
+                                      "y": 2}, "comparison": {"arms": "a", "p_value": "low"}},
     })
     app = console(fake_api.url, token_file)
     async with app.run_test(size=(80, 24)) as pilot:
         await loaded(pilot)
-        for key in "1234567":
+        for key in "12345678":
             await pilot.press(key)
             await pilot.pause(0.1)
         await pilot.pause(0.6)  # another poll and draw

@@ -25,7 +25,7 @@ def after_first_poll(*keys: str) -> Callable[[Any], Any]:
     async def run_before(pilot: Any) -> None:
         app = pilot.app
         deadline = time.monotonic() + 10
-        while not (app.state.polls >= 1 and app.state.experiments.ok):
+        while not (app.state.polls >= 1 and app.state.experiments.ok and app.state.ab.ok):
             assert time.monotonic() < deadline, "the console never finished its first poll"
             await pilot.pause(0.05)
         await pilot.pause(0.1)
@@ -38,7 +38,8 @@ def after_first_poll(*keys: str) -> Callable[[Any], Any]:
 
 @pytest.mark.parametrize(("pane", "size"), [
     pytest.param(key, size.values[0], id=f"{name}-{size.id}")
-    for key, name in (("1", "overview"), ("2", "charts"), ("3", "drift"), ("4", "models"), ("7", "ledger"))
+    for key, name in (("1", "overview"), ("2", "charts"), ("3", "drift"), ("4", "models"), ("7", "ledger"),
+                      ("8", "ab"))
     for size in SIZES])
 def test_pane_layout(snap_compare: Any, fake_api_thread: FakeOperatorAPI, token_file: Path,
                      pane: str, size: tuple[int, int]) -> None:

@@ -1,4 +1,4 @@
-"""The console's one full screen: connection line, seven panes in tabs, last action result, footer."""
+"""The console's one full screen: connection line, eight panes in tabs, last action result, footer."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tui.events import EventFeed
 from tui.screens.decision import DecisionScreen
 from tui.screens.help import HelpScreen
 from tui.state import MeshState
+from tui.widgets.ab import ABPane
 from tui.widgets.chaos import ChaosPane
 from tui.widgets.charts import ChartsPane
 from tui.widgets.common import Pane
@@ -31,6 +32,7 @@ PANES: tuple[tuple[str, str, type[Pane]], ...] = (
     ("chaos", "Chaos", ChaosPane),
     ("events", "Events", EventLogPane),
     ("ledger", "Ledger", LedgerPane),
+    ("ab", "A/B", ABPane),
 )
 
 
