@@ -13,6 +13,7 @@ challenger's edge error counters).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from control_plane.app import IntentFrozenError
-from control_plane.healing.canary_analysis import CanaryConfig, Evidence, Observation, Verdict, judge
+from control_plane.healing.canary_analysis import (
+    CanaryConfig,
+    Evidence,
+    Observation,
+    Verdict,
+    judge,
+    warm_up,
+)
 from data_plane.contracts.events import Decision, PredictionRecord
 
 log = logging.getLogger(__name__)
@@ -74,6 +82,7 @@ class CanaryController:
     # ---- inputs -----------------------------------------------------------------------------------
     async def on_registered(self, kind: str, version: str, trigger_id: str | None) -> CanaryRun:
         """A new challenger: load it into the challenger slot and start shadowing it."""
+        await asyncio.to_thread(warm_up)  # off the event loop (see warm_up)
         old = self.runs.get(kind)
         if old is not None and old.active:
             await self.rollback(kind, f"superseded by {kind}_v{version}", rule="superseded")

@@ -93,6 +93,12 @@ class Verdict:
     numbers: dict[str, float] = field(default_factory=dict)
 
 
+def warm_up() -> None:
+    """Import scipy.stats now: its first import takes seconds on a busy machine, and inside the
+    first verdict it would stall the control plane's event loop (API calls timed out meanwhile)."""
+    import scipy.stats  # noqa: F401
+
+
 def mann_whitney_slower(challenger_ms: list[float], champion_ms: list[float]) -> tuple[float, float]:
     """(p-value that the challenger's latencies are stochastically greater, median gap in ms)."""
     from scipy.stats import mannwhitneyu
