@@ -4,7 +4,8 @@ label-free proxy gauges on the control plane's `/metrics`.
 Input (core NATS, own connection): `mesh.predictions.>` (primary traffic only; shadow answers
 never reach a caller) and `mesh.labels` (delayed truth, joined by request_id). Memory is bounded:
 predictions in a time window (`MESH_AB_WINDOW_S`, default 900 s) capped at `MESH_AB_MAX_RECORDS`
-(default 100,000; the oldest go first), request ids awaiting a label capped at the same number,
+(default 100,000; the oldest go first; fixed numpy columns, `control_plane.ab_records`, ~29 bytes a
+row), request ids awaiting a label capped at the same number (~190 bytes each),
 labelled outcomes in `MESH_AB_LABEL_WINDOW_S` (default 3,600 s) capped likewise.
 
 Arms are model versions (`xgboost_v3`, `pytorch_v1`...). The chi-square test compares the two
@@ -32,6 +33,7 @@ from aiohttp import web
 from prometheus_client.core import GaugeMetricFamily
 
 from control_plane import ab_stats
+from control_plane.ab_records import RecordRing
 from data_plane.contracts import subjects
 from data_plane.contracts.events import Label, PredictionBatch, PredictionRecord
 
@@ -66,9 +68,10 @@ class ABWindow:
     def __init__(self, config: ABConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config or ABConfig()
         self.clock = clock
-        # (ts, version, slot, score, is_fraud, latency_ms)
-        self.records: deque[tuple[float, str, str, float, bool, float]] = deque()
-        self.awaiting: OrderedDict[str, tuple[str, bool]] = OrderedDict()  # request_id -> (version, pred)
+        self.records = RecordRing(self.config.max_records)  # fixed memory, oldest overwritten
+        # request_id -> 2 * version code + predicted fraud: a small int, shared by CPython, so an
+        # entry costs the id and the dict slot only
+        self.awaiting: OrderedDict[str, int] = OrderedDict()
         self.early_labels: OrderedDict[str, bool] = OrderedDict()  # labels that beat their prediction
         self.outcomes: deque[tuple[float, str, bool, bool]] = deque()  # (ts, version, predicted, actual)
         self.records_seen = self.labels_seen = self.labels_joined = 0
@@ -79,14 +82,13 @@ class ABWindow:
             return
         cap = self.config.max_records
         self.records_seen += 1
-        self.records.append((rec.ts, rec.model_version, rec.slot, rec.score, rec.is_fraud, rec.latency_ms))
-        if len(self.records) > cap:
-            self.records.popleft()
+        self.records.append(rec.ts, rec.model_version, rec.slot == "champion", rec.score, rec.is_fraud,
+                            rec.latency_ms)
         actual = self.early_labels.pop(rec.request_id, None)
         if actual is not None:
-            self._outcome(rec.model_version, rec.is_fraud, actual)
+            self._outcome(self.records.versions[self.records.code(rec.model_version)], rec.is_fraud, actual)
             return
-        self.awaiting[rec.request_id] = (rec.model_version, rec.is_fraud)
+        self.awaiting[rec.request_id] = 2 * self.records.code(rec.model_version) + int(rec.is_fraud)
         if len(self.awaiting) > cap:
             self.awaiting.popitem(last=False)
 
@@ -98,7 +100,7 @@ class ABWindow:
             if len(self.early_labels) > self.config.max_records // 10:
                 self.early_labels.popitem(last=False)
             return
-        self._outcome(hit[0], hit[1], lab.is_fraud)
+        self._outcome(self.records.versions[hit >> 1], bool(hit & 1), lab.is_fraud)
 
     def _outcome(self, version: str, predicted: bool, actual: bool) -> None:
         self.labels_joined += 1
@@ -109,7 +111,7 @@ class ABWindow:
     def copy(self) -> ABWindow:
         """A detached copy (cheap: two deque copies) to compute on outside the event loop."""
         twin = ABWindow(self.config, self.clock)
-        twin.records, twin.outcomes = deque(self.records), deque(self.outcomes)
+        twin.records, twin.outcomes = self.records.copy(), deque(self.outcomes)
         twin.records_seen, twin.labels_seen = self.records_seen, self.labels_seen
         twin.labels_joined = self.labels_joined
         twin.awaiting = OrderedDict(self.awaiting)
@@ -117,23 +119,14 @@ class ABWindow:
 
     def expire(self) -> None:
         now = self.clock()
-        cut = now - self.config.window_s
-        while self.records and self.records[0][0] < cut:
-            self.records.popleft()
+        self.records.expire_before(now - self.config.window_s)
         cut = now - self.config.label_window_s
         while self.outcomes and self.outcomes[0][0] < cut:
             self.outcomes.popleft()
 
     # ---- output -----------------------------------------------------------------------------------
     def _arrays(self, since: float | None = None) -> dict[str, dict[str, np.ndarray]]:
-        by: dict[str, list[tuple[float, str, str, float, bool, float]]] = {}
-        for r in self.records:
-            if since is None or r[0] >= since:
-                by.setdefault(r[1], []).append(r)
-        return {v: {"slot_champion": np.array([r[2] == "champion" for r in rows]),
-                    "score": np.array([r[3] for r in rows], dtype=np.float64),
-                    "fraud": np.array([r[4] for r in rows], dtype=bool),
-                    "latency": np.array([r[5] for r in rows], dtype=np.float64)} for v, rows in by.items()}
+        return self.records.by_version(since)
 
     def snapshot(self) -> dict[str, Any]:
         """The `/api/v1/ab-stats` answer."""
