@@ -10,7 +10,7 @@ Calibration (the scores are probabilities: the Brier gate and the canary read th
   Brier 0.02-0.03 and mean score 0.14 at a 2 % fraud rate. Log loss moves smoothly and trains on.
 Measured (holdout of the out-of-time split; retrain = the worker's covariate_shift data, 6 seeds):
 champion 50k rows: Brier 0.0050 -> 0.0036, AUC 0.9948 -> 0.9957; retrain: Brier 0.006-0.027
--> 0.002-0.009, F1 0.51-0.89 -> 0.67-0.97 (docs/decisions/008).
+-> 0.002-0.010, F1 0.51-0.89 -> 0.67-0.97 (docs/decisions/008).
 """
 
 from __future__ import annotations
