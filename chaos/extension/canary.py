@@ -302,7 +302,7 @@ def rollback_problems(chain: Sequence[dict[str, Any]], before_weight: float = 0.
 
 # ---- actions --------------------------------------------------------------------------------------
 def register_degraded_challenger(model: str = "xgboost", degradation: str = "shuffled-labels",
-                                 rows: int = 10_000, seed: int = 5, timeout: float = 300.0) -> dict[str, Any]:
+                                 rows: int = 5_000, seed: int = 5, timeout: float = 300.0) -> dict[str, Any]:
     """`meshctl challenger register --degraded ...`: train a bad model, register it as `challenger` in
     MLflow and announce it (ModelRegistered on NATS); the canary should now shadow it."""
     ctx = context.current()

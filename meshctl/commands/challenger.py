@@ -1,6 +1,6 @@
 """`meshctl challenger register`: put a deliberately degraded challenger through the canary.
 
-    meshctl challenger register --degraded shuffled-labels [--kind xgboost] [--rows 10000] [--seed 5]
+    meshctl challenger register --degraded shuffled-labels [--kind xgboost] [--rows 5000] [--seed 5]
                                 [--no-announce] [--json]
 
 Good challengers come from the retrain worker (drift, schedule, `POST /api/v1/retrain`) or
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -31,6 +32,7 @@ from meshctl.output import emit_json, table
 DEGRADATIONS = {"shuffled-labels": "labels permuted at random: the model learns noise (wrong answers)"}
 KINDS = ("xgboost", "pytorch")
 MIN_ROWS, MAX_ROWS = 5_000, 200_000
+ANNOUNCE_TIMEOUT_S = 5.0
 TRIGGER_PREFIX = "operator:degraded-"  # the ModelRegistered trigger id: the ledger names the origin
 
 
@@ -51,7 +53,7 @@ def register(subparsers: Any) -> None:
                     "Degradations: " + "; ".join(f"{k}: {v}" for k, v in DEGRADATIONS.items()))
     r.add_argument("--degraded", required=True, choices=sorted(DEGRADATIONS), help="how the model is bad")
     r.add_argument("--kind", choices=KINDS, default="xgboost", help="model kind (default xgboost)")
-    r.add_argument("--rows", type=int, default=10_000, help="synthetic rows to train on (default 10000)")
+    r.add_argument("--rows", type=int, default=5_000, help="synthetic rows to train on (default 5000)")
     r.add_argument("--seed", type=int, default=5, help="data and training seed (default 5)")
     r.add_argument("--no-announce", action="store_true",
                    help="register only; do not publish ModelRegistered (the canary will not start)")
@@ -87,7 +89,7 @@ def run_register(args: argparse.Namespace) -> int:
     return 0
 
 
-def register_degraded(settings: Settings, kind: str, degradation: str, *, rows: int = 10_000,
+def register_degraded(settings: Settings, kind: str, degradation: str, *, rows: int = 5_000,
                       seed: int = 5) -> dict[str, Any]:
     """Train `kind` on the degraded data set and register it as `challenger`; returns what was made."""
     import numpy as np
@@ -99,9 +101,12 @@ def register_degraded(settings: Settings, kind: str, degradation: str, *, rows: 
     if degradation not in DEGRADATIONS:
         raise ConfigError(f"--degraded must be one of {', '.join(DEGRADATIONS)} (got {degradation!r})")
     registry = Registry(settings)
-    champion = registry.aliases(kind).get("champion")
-    if champion is None:
-        raise ConfigError(f"{kind} has no champion to compare a challenger with; run `meshctl train` first")
+    # Importing MLflow and opening its database take longer than training the model on a busy box:
+    # overlap them (training uses one core), as `meshctl train` does.
+    aliases: dict[str, Any] = {}
+    reading = threading.Thread(target=_read_aliases, args=(registry, kind, aliases), daemon=True,
+                               name="registry-aliases")
+    reading.start()
     good = generate(rows, seed=seed)
     labels = np.random.default_rng(seed).permutation(good.labels)
     data = Dataset(good.features, labels, good.timestamps, seed, degradation)
@@ -109,6 +114,13 @@ def register_degraded(settings: Settings, kind: str, degradation: str, *, rows: 
     trained = train_one(kind, data, seed=seed, workdir=settings.home / "data" / f"challenger-{degradation}")
     train_s = time.perf_counter() - t
     try:
+        reading.join()
+        if "error" in aliases:
+            raise aliases["error"]
+        champion = aliases["found"].get("champion")
+        if champion is None:
+            raise ConfigError(f"{kind} has no champion to compare a challenger with; run `meshctl train` "
+                              "first")
         mv = register_trained(registry, trained, data.fingerprint(), alias="challenger")
     finally:
         trained.cleanup()
@@ -116,6 +128,13 @@ def register_degraded(settings: Settings, kind: str, degradation: str, *, rows: 
             "degraded": degradation, "champion": champion,
             "metrics": {k: float(v) for k, v in trained.metrics.items()}, "train_s": round(train_s, 3),
             "registered_at": time.time(), "trigger_id": f"{TRIGGER_PREFIX}{degradation}"}
+
+
+def _read_aliases(registry: Any, kind: str, out: dict[str, Any]) -> None:
+    try:
+        out["found"] = registry.aliases(kind)
+    except Exception as exc:  # re-raised in the caller's thread, with its own message
+        out["error"] = exc
 
 
 def announce(settings: Settings, kind: str, version: str, trigger_id: str, metrics: dict[str, float]) -> None:
@@ -134,8 +153,10 @@ def announce(settings: Settings, kind: str, version: str, trigger_id: str, metri
         async def quiet(exc: Exception) -> None:
             return None
 
-        nc = await nats.connect(settings.nats_url, connect_timeout=2, max_reconnect_attempts=0,
-                                allow_reconnect=False, error_cb=quiet, name="meshctl-challenger")
+        # bounded: nats-py may keep retrying a refused first connection
+        connecting = nats.connect(settings.nats_url, connect_timeout=2, max_reconnect_attempts=0,
+                                  allow_reconnect=False, error_cb=quiet, name="meshctl-challenger")
+        nc = await asyncio.wait_for(connecting, ANNOUNCE_TIMEOUT_S)
         try:
             await nc.publish(subjects.MODEL_REGISTERED, msgspec.json.encode(event))
             await nc.flush(timeout=5)
@@ -145,6 +166,7 @@ def announce(settings: Settings, kind: str, version: str, trigger_id: str, metri
     try:
         asyncio.run(publish())
     except Exception as exc:
+        why = str(exc) or f"no answer within {ANNOUNCE_TIMEOUT_S:g} s"
         raise AnnounceError(f"{kind}_v{version} is registered as challenger, but ModelRegistered could not "
-                            f"be published on {settings.nats_url} ({type(exc).__name__}: {exc}); start NATS "
-                            "(`meshctl up`) and register again") from None
+                            f"be published on {settings.nats_url} ({why}); start NATS (`meshctl up`) and "
+                            "register again") from None
