@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +33,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from control_plane import ab_stats
 from control_plane.ab_records import RecordRing
+from data_plane import envconfig
 from data_plane.contracts import subjects
 from data_plane.contracts.events import Label, PredictionBatch, PredictionRecord
 
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 _batch = msgspec.json.Decoder(PredictionBatch).decode
 _label = msgspec.json.Decoder(Label).decode
 PROXY_WINDOWS_S = (60, 300)  # plus the whole window
+PREFIX = "MESH_AB_"
 MIN_SAMPLES_PER_ARM = 100  # below this the test is reported but flagged as not enough evidence
 
 
@@ -55,11 +56,8 @@ class ABConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ABConfig:
-        env = os.environ if env is None else env
-        base = cls()
-        return cls(window_s=float(env.get("MESH_AB_WINDOW_S") or base.window_s),
-                   label_window_s=float(env.get("MESH_AB_LABEL_WINDOW_S") or base.label_window_s),
-                   max_records=int(env.get("MESH_AB_MAX_RECORDS") or base.max_records))
+        """`MESH_AB_<FIELD>` overrides, e.g. MESH_AB_WINDOW_S=300."""
+        return cls(**envconfig.overrides(cls, PREFIX, env))
 
 
 class ABWindow:
@@ -301,6 +299,6 @@ class ABStatsComponent:
 
 def ab_stats_component(cp: ControlPlane) -> ABStatsComponent | None:
     """Component factory (see control_plane.components); MESH_AB_STATS=0 turns it off."""
-    if os.environ.get("MESH_AB_STATS", "1") == "0":
+    if not envconfig.switch(None, "MESH_AB_STATS"):
         return None
     return ABStatsComponent(cp)

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aiohttp import web
 
+from data_plane import envconfig
 from data_plane.contracts.events import DriftReport
 
 if TYPE_CHECKING:
@@ -116,6 +116,6 @@ class DriftReportsComponent:
 
 def drift_reports_component(cp: ControlPlane) -> DriftReportsComponent | None:
     """Component factory (see control_plane.components); MESH_DRIFT_REPORTS=0 turns it off."""
-    if os.environ.get("MESH_DRIFT_REPORTS", "1") == "0":
+    if not envconfig.switch(None, "MESH_DRIFT_REPORTS"):
         return None
     return DriftReportsComponent(cp.settings.nats_url)

@@ -19,12 +19,14 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
 from control_plane.healing.drift_service import DriftService
 from control_plane.healing.retrain import RetrainWorker
+from data_plane import envconfig
 from data_plane.eventbus import EventBus
 from data_plane.settings import Settings
 
@@ -32,12 +34,19 @@ log = logging.getLogger("control_plane.workers")
 STATUS_FILE = "workers-status.json"
 
 
+def drift_knobs(env: Mapping[str, str] | None = None) -> dict[str, int | float]:
+    """MESH_DRIFT_* variable -> value (window rows, the smallest window judged, oldest window age)."""
+    window = envconfig.number(env, "MESH_DRIFT_WINDOW", 2000, "int")
+    return {"MESH_DRIFT_WINDOW": window,
+            "MESH_DRIFT_MIN_WINDOW": envconfig.number(env, "MESH_DRIFT_MIN_WINDOW", min(500, window), "int"),
+            "MESH_DRIFT_MAX_WINDOW_AGE_S": envconfig.number(env, "MESH_DRIFT_MAX_WINDOW_AGE_S", 300.0)}
+
+
 def _drift_service(settings: Settings, bus: EventBus) -> DriftService:
-    window = int(os.environ.get("MESH_DRIFT_WINDOW", "2000"))
-    min_window = int(os.environ.get("MESH_DRIFT_MIN_WINDOW", str(min(500, window))))
-    max_age = float(os.environ.get("MESH_DRIFT_MAX_WINDOW_AGE_S", "300"))
-    return DriftService(settings, bus=bus, window_size=window, min_window=min_window,
-                        max_window_age_s=max_age)
+    knobs = drift_knobs()
+    return DriftService(settings, bus=bus, window_size=int(knobs["MESH_DRIFT_WINDOW"]),
+                        min_window=int(knobs["MESH_DRIFT_MIN_WINDOW"]),
+                        max_window_age_s=float(knobs["MESH_DRIFT_MAX_WINDOW_AGE_S"]))
 
 
 def workers_status(drift: DriftService, retrain: RetrainWorker) -> dict[str, Any]:
@@ -77,7 +86,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         await drift.start()
         await retrain.start()
         log.info("workers up: drift detector and retrain worker")
-        period = float(os.environ.get("MESH_WORKERS_STATUS_S", "2"))
+        period = float(envconfig.number(None, "MESH_WORKERS_STATUS_S", 2.0))
         status = asyncio.create_task(_write_status(settings, drift, retrain, period), name="status")
         await stop.wait()
         status.cancel()

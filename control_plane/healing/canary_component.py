@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -27,6 +26,7 @@ import msgspec
 from control_plane.healing.canary import CanaryController
 from control_plane.healing.canary_analysis import CanaryConfig
 from control_plane.healing.envoy_admin import parse_clusters, sum_hosts
+from data_plane import envconfig
 from data_plane.contracts import subjects
 from data_plane.contracts.errors import MeshError
 from data_plane.contracts.events import Decision, Label, ModelRegistered, PredictionBatch
@@ -47,23 +47,36 @@ class SlotReloadError(MeshError):
     """A model server refused or failed to load a version."""
 
 
+PREFIX = "MESH_CANARY_"
+
+
+def canary_knobs(config: CanaryConfig) -> dict[str, int | float]:
+    """variable -> value of every knob `config_from_env` reads (one table for reading and showing)."""
+    return {
+        PREFIX + "SHADOW_FRACTION": config.shadow_fraction,
+        PREFIX + "SHADOW_MIN_SAMPLES": config.shadow.min_samples,
+        PREFIX + "SHADOW_MIN_S": config.shadow.min_duration_s,
+        PREFIX + "SHADOW_LABEL_WAIT_S": config.shadow.label_wait_s,
+        PREFIX + "STEP_MIN_SAMPLES": config.step.min_samples,
+        PREFIX + "STEP_S": config.step.min_duration_s,
+        PREFIX + "TIMEOUT_S": config.shadow.timeout_s,
+        PREFIX + "TICK_S": config.tick_s,
+    }
+
+
 def config_from_env(env: Mapping[str, str] | None = None) -> CanaryConfig:
-    """CanaryConfig with `MESH_CANARY_*` overrides (module docstring)."""
-    env = os.environ if env is None else env
+    """CanaryConfig with `MESH_CANARY_*` overrides (module docstring); a bad value names its variable."""
     base = CanaryConfig()
-
-    def num(name: str, default: float) -> float:
-        raw = env.get(f"MESH_CANARY_{name}")
-        return float(raw) if raw else default
-
-    timeout = num("TIMEOUT_S", base.shadow.timeout_s)
-    shadow = replace(base.shadow, min_samples=int(num("SHADOW_MIN_SAMPLES", base.shadow.min_samples)),
-                     min_duration_s=num("SHADOW_MIN_S", base.shadow.min_duration_s), timeout_s=timeout,
-                     label_wait_s=num("SHADOW_LABEL_WAIT_S", base.shadow.label_wait_s))
-    step = replace(base.step, min_samples=int(num("STEP_MIN_SAMPLES", base.step.min_samples)),
-                   min_duration_s=num("STEP_S", base.step.min_duration_s), timeout_s=timeout)
-    return replace(base, shadow=shadow, step=step, tick_s=num("TICK_S", base.tick_s),
-                   shadow_fraction=num("SHADOW_FRACTION", base.shadow_fraction))
+    v = {key: envconfig.number(env, key, default, "int" if isinstance(default, int) else "float")
+         for key, default in canary_knobs(base).items()}
+    timeout = v[PREFIX + "TIMEOUT_S"]
+    shadow = replace(base.shadow, min_samples=v[PREFIX + "SHADOW_MIN_SAMPLES"],
+                     min_duration_s=v[PREFIX + "SHADOW_MIN_S"], timeout_s=timeout,
+                     label_wait_s=v[PREFIX + "SHADOW_LABEL_WAIT_S"])
+    step = replace(base.step, min_samples=v[PREFIX + "STEP_MIN_SAMPLES"], min_duration_s=v[PREFIX + "STEP_S"],
+                   timeout_s=timeout)
+    return replace(base, shadow=shadow, step=step, tick_s=v[PREFIX + "TICK_S"],
+                   shadow_fraction=v[PREFIX + "SHADOW_FRACTION"])
 
 
 class MeshActions:
@@ -238,6 +251,6 @@ class CanaryComponent:
 
 def canary_component(cp: ControlPlane) -> CanaryComponent | None:
     """Component factory (see control_plane.components); MESH_CANARY=0 turns it off."""
-    if os.environ.get("MESH_CANARY", "1") == "0":
+    if not envconfig.switch(None, "MESH_CANARY"):
         return None
     return CanaryComponent(cp)

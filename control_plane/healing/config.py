@@ -28,9 +28,11 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from control_plane.healing.health_rules import GovernorPolicy, HealthPolicy
+from data_plane import envconfig
 from data_plane.contracts.errors import ConfigError
 
 PREFIX = "MESH_HEALING_"
+NAMES = {"scrape_interval_s": "SCRAPE_S"}  # fields whose variable is not their name in capitals
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class HealingConfig:
     def from_env(cls, env: Mapping[str, str] | None = None) -> HealingConfig:
         """Defaults overridden by MESH_HEALING_* variables; a bad value names its variable."""
         env = os.environ if env is None else env
-        enabled = env.get("MESH_HEALING", "1").strip().lower() not in ("0", "false", "no", "off")
+        enabled = envconfig.switch(env, "MESH_HEALING")
         top: dict[str, Any] = {f.name: _read(env, f.name, f.type) for f in fields(cls)
                                if f.name not in ("enabled", "policy", "governor")}
         policy: dict[str, Any] = {f.name: _read(env, f.name, f.type) for f in fields(HealthPolicy)}
@@ -78,7 +80,7 @@ class HealingConfig:
 
 def env_key(field_name: str) -> str:
     """The variable of a field: MESH_HEALING_ + its name in capitals (the scrape interval: SCRAPE_S)."""
-    return PREFIX + ("SCRAPE_S" if field_name == "scrape_interval_s" else field_name.upper())
+    return envconfig.variable(PREFIX, field_name, NAMES)
 
 
 def _read(env: Mapping[str, str], field_name: str, kind: object) -> float | int | None:
@@ -86,11 +88,5 @@ def _read(env: Mapping[str, str], field_name: str, kind: object) -> float | int 
     raw = env.get(key)
     if raw is None or raw.strip() == "":
         return None
-    is_int = kind in (int, "int")
-    try:
-        value = int(raw) if is_int else float(raw)
-    except ValueError:
-        raise ConfigError(f"{key}={raw!r} is not {'an integer' if is_int else 'a number'}") from None
-    if not is_int and math.isnan(float(value)):
-        raise ConfigError(f"{key}={raw!r} is not a number")
+    value: float | int = envconfig.parse(key, raw, "int" if kind in (int, "int") else "float")
     return value

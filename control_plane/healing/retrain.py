@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -47,6 +46,7 @@ from control_plane.healing.retrain_data import (
     training_set,
 )
 from control_plane.healing.retrain_gates import GateConfig, GateVerdict, judge_candidate
+from data_plane import envconfig
 from data_plane.contracts import subjects
 from data_plane.contracts.events import (
     Decision,
@@ -61,6 +61,7 @@ from data_plane.settings import Settings
 log = logging.getLogger(__name__)
 
 RETRAIN_DECISION = subjects.RETRAIN_DECISION
+PREFIX = "MESH_RETRAIN_"
 Clock = Callable[[], float]
 
 
@@ -85,13 +86,7 @@ class RetrainConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RetrainConfig:
         """`MESH_RETRAIN_<FIELD>` overrides (e.g. MESH_RETRAIN_COOLDOWN_S=5); gates: MESH_GATE_*."""
-        env = os.environ if env is None else env
-        kw: dict[str, Any] = {}
-        for name, f in cls.__dataclass_fields__.items():
-            raw = env.get(f"MESH_RETRAIN_{name.upper()}")
-            if raw and name != "gates":
-                kw[name] = int(float(raw)) if f.type in ("int", int) else float(raw)
-        return cls(**kw, gates=GateConfig.from_env(env))
+        return cls(**envconfig.overrides(cls, PREFIX, env, skip=("gates",)), gates=GateConfig.from_env(env))
 
 
 class RetrainBudget:

@@ -30,11 +30,13 @@ estimate, the interval, n and the positives, so the ledger explains its verdict.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from control_plane.healing.paired_stats import Estimate, HoldoutComparison
+from data_plane import envconfig
+
+PREFIX = "MESH_GATE_"
 
 
 @dataclass(frozen=True)
@@ -55,13 +57,7 @@ class GateConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GateConfig:
         """`MESH_GATE_<FIELD>` overrides, e.g. MESH_GATE_MAX_P99_MS=2."""
-        env = os.environ if env is None else env
-        kw: dict[str, float | int] = {}
-        for name, f in cls.__dataclass_fields__.items():
-            raw = env.get(f"MESH_GATE_{name.upper()}")
-            if raw:
-                kw[name] = int(float(raw)) if f.type in ("int", int) else float(raw)
-        return cls(**kw)  # type: ignore[arg-type]
+        return cls(**envconfig.overrides(cls, PREFIX, env))
 
 
 @dataclass(frozen=True)

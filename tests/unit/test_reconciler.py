@@ -420,9 +420,9 @@ def test_config_from_env_names_the_bad_variable() -> None:
     assert config.scrape_interval_s == 0.1 and config.policy.dwell_s == 2.0
     assert config.governor.burst == 3 and config.policy.min_requests == 50 and config.enabled
     assert not HealingConfig.from_env({"MESH_HEALING": "0"}).enabled
-    with pytest.raises(ConfigError, match="MESH_HEALING_WINDOW_S='ten' is not a number"):
+    with pytest.raises(ConfigError, match="MESH_HEALING_WINDOW_S='ten' must be a number"):
         HealingConfig.from_env({"MESH_HEALING_WINDOW_S": "ten"})
-    with pytest.raises(ConfigError, match=r"MESH_HEALING_BURST='1\.5' is not an integer"):
+    with pytest.raises(ConfigError, match=r"MESH_HEALING_BURST='1\.5' must be an integer"):
         HealingConfig.from_env({"MESH_HEALING_BURST": "1.5"})
     with pytest.raises(ConfigError, match=r"MESH_HEALING_SCRAPE_S=0\.0 must be a positive"):
         HealingConfig.from_env({"MESH_HEALING_SCRAPE_S": "0"})
