@@ -36,6 +36,7 @@ from control_plane.ab_records import RecordRing
 from data_plane import envconfig
 from data_plane.contracts import subjects
 from data_plane.contracts.events import Label, PredictionBatch, PredictionRecord
+from data_plane.eventbus import connect_forever
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -268,19 +269,7 @@ class ABStatsComponent:
         return web.json_response(snap)
 
     async def _subscribe(self) -> None:
-        import nats
-
-        async def quiet(exc: Exception) -> None:
-            log.debug("nats (ab-stats): %s", exc)
-
-        while self._nc is None:
-            try:
-                self._nc = await nats.connect(self.cp.settings.nats_url, name="ab-stats", connect_timeout=1,
-                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                              error_cb=quiet)
-            except Exception as exc:
-                log.debug("ab-stats: nats connect failed: %s", exc)
-                await asyncio.sleep(1.0)
+        self._nc = await connect_forever(self.cp.settings.nats_url, "ab-stats")
         await self._nc.subscribe("mesh.predictions.>", cb=self._on_predictions)
         await self._nc.subscribe(subjects.LABELS, cb=self._on_label)
 

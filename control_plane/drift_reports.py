@@ -22,6 +22,7 @@ from aiohttp import web
 
 from data_plane import envconfig
 from data_plane.contracts.events import DriftReport
+from data_plane.eventbus import connect_forever
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -92,21 +93,7 @@ class DriftReportsComponent:
                                   "received": self.reports.received})
 
     async def _subscribe(self) -> None:
-        import nats
-
-        async def quiet(exc: Exception) -> None:
-            log.debug("nats (drift-reports): %s", exc)
-
-        delay = 0.2
-        while self._nc is None:  # the first connect is ours to retry; later ones nats-py's
-            try:
-                self._nc = await nats.connect(self.nats_url, name="drift-reports", connect_timeout=1,
-                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                              allow_reconnect=True, error_cb=quiet)
-            except Exception as exc:
-                log.debug("drift-reports: nats connect failed: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 2.0)
+        self._nc = await connect_forever(self.nats_url, "drift-reports")
         await self._nc.subscribe(DRIFT_SUBJECT, cb=self._on_report)
         self.subscribed.set()
 

@@ -18,6 +18,31 @@ log = logging.getLogger(__name__)
 _enc = msgspec.json.Encoder()
 
 
+async def connect_forever(url: str, name: str, **options: Any) -> Any:
+    """A NATS connection named `name`, retried (0.2 s doubling to 2 s) until the server answers.
+
+    Every long-lived client of the mesh connects this way: the first connect is ours to retry (a
+    process may start before NATS, or during an outage); after it nats-py reconnects on its own,
+    forever. Its errors are logged at debug level: an outage is expected and counted elsewhere.
+    `options` go to `nats.connect` (e.g. `connect_timeout`, `reconnected_cb`, `pending_size`).
+    """
+    import nats
+
+    async def quiet(exc: Exception) -> None:
+        log.debug("nats (%s): %s", name, exc)
+
+    settings: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.5,
+                                "connect_timeout": 1, "allow_reconnect": True, "error_cb": quiet, **options}
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(url, name=name, **settings)
+        except Exception as exc:
+            log.debug("nats connect failed (%s): %s", name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 class EventBus:
     def __init__(self, url: str, name: str, max_buffer: int = 10_000,
                  flush_interval: float = 0.05, batch_size: int = 500) -> None:
@@ -43,23 +68,7 @@ class EventBus:
         self._task = asyncio.create_task(self._flush_loop())
 
     async def _connect_forever(self) -> None:
-        import nats
-
-        async def on_error(exc: Exception) -> None:
-            log.debug("nats (%s): %s", self.name, exc)
-
-        delay = 0.2
-        while True:
-            try:
-                self._nc = await nats.connect(
-                    self.url, name=self.name, max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5, connect_timeout=1, error_cb=on_error,
-                    allow_reconnect=True, pending_size=8 * 1024 * 1024)
-                return
-            except Exception as exc:
-                log.debug("nats connect failed (%s): %s", self.name, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        self._nc = await connect_forever(self.url, self.name, pending_size=8 * 1024 * 1024)
 
     def publish(self, subject: str, event: Any) -> None:
         """Queue an event (a msgspec Struct, dict or bytes). Never blocks, never raises."""

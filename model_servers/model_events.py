@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from data_plane.contracts import subjects
+from data_plane.eventbus import connect_forever
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ class ModelEventListener:
         self._task = asyncio.create_task(self._run(), name=f"model-events-{self.kind}")
 
     async def _run(self) -> None:
-        import nats
-
         async def on_error(exc: Exception) -> None:
             log.debug("nats (model events %s): %s", self.kind, exc)
 
@@ -88,17 +87,8 @@ class ModelEventListener:
             # A NATS restarted on an empty store has lost its streams: put ours back.
             await self._ensure()
 
-        delay = 0.2
-        while self._nc is None:
-            try:
-                self._nc = await nats.connect(
-                    self.url, name=f"model-server-{self.kind}-control", max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5, connect_timeout=1, allow_reconnect=True,
-                    error_cb=on_error, reconnected_cb=on_reconnect)
-            except Exception as exc:
-                log.debug("nats connect failed (model events %s): %s", self.kind, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        self._nc = await connect_forever(self.url, f"model-server-{self.kind}-control", error_cb=on_error,
+                                         reconnected_cb=on_reconnect)
         if self.on_model_event is not None:
             for subject in MODEL_EVENT_SUBJECTS:
                 await self._nc.subscribe(subject, cb=self._on_message)

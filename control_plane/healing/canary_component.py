@@ -30,6 +30,7 @@ from data_plane import envconfig
 from data_plane.contracts import subjects
 from data_plane.contracts.errors import MeshError
 from data_plane.contracts.events import Decision, Label, ModelRegistered, PredictionBatch
+from data_plane.eventbus import connect_forever
 
 if TYPE_CHECKING:
     from control_plane.app import ControlPlane
@@ -191,19 +192,7 @@ class CanaryComponent:
             self.controller.release()
 
     async def _subscribe(self) -> None:
-        import nats
-
-        async def quiet(exc: Exception) -> None:
-            log.debug("nats (canary): %s", exc)
-
-        while self._nc is None:
-            try:
-                self._nc = await nats.connect(self.cp.settings.nats_url, name="canary", connect_timeout=1,
-                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                              error_cb=quiet)
-            except Exception as exc:
-                log.debug("canary: nats connect failed: %s", exc)
-                await asyncio.sleep(1.0)
+        self._nc = await connect_forever(self.cp.settings.nats_url, "canary")
         await self._nc.subscribe(subjects.MODEL_REGISTERED, cb=self._on_registered)
         await self._nc.subscribe("mesh.predictions.*", cb=self._on_predictions)
         await self._nc.subscribe("mesh.shadow.*", cb=self._on_predictions)

@@ -32,7 +32,7 @@ from control_plane.healing.drift import DEFAULT_ALPHA, DEFAULT_MIN_WINDOW, DEFAU
 from data_plane.contracts import subjects
 from data_plane.contracts.errors import MeshError
 from data_plane.contracts.events import DriftReport, PredictionBatch
-from data_plane.eventbus import EventBus
+from data_plane.eventbus import EventBus, connect_forever
 from data_plane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -214,21 +214,8 @@ class DriftService:
 
     # ---- NATS -------------------------------------------------------------------------------------
     async def _run(self) -> None:
-        import nats
-
-        async def on_error(exc: Exception) -> None:
-            log.debug("nats (drift): %s", exc)
-
-        delay = 0.2
-        while self._nc is None:
-            try:
-                self._nc = await nats.connect(self.nats_url, name="drift-detector", max_reconnect_attempts=-1,
-                                              reconnect_time_wait=0.5, connect_timeout=1,
-                                              allow_reconnect=True, error_cb=on_error)
-            except Exception as exc:
-                log.debug("drift: nats connect failed: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        if self._nc is None:
+            self._nc = await connect_forever(self.nats_url, "drift-detector")
         for subject in MODEL_EVENTS:
             await self._nc.subscribe(subject, cb=self._on_model_event)
         while True:

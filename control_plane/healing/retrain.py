@@ -55,7 +55,7 @@ from data_plane.contracts.events import (
     RetrainProgress,
     RetrainRequested,
 )
-from data_plane.eventbus import EventBus
+from data_plane.eventbus import EventBus, connect_forever
 from data_plane.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -199,20 +199,10 @@ class RetrainWorker:
 
     # ---- wiring -----------------------------------------------------------------------------------
     async def start(self) -> None:
-        import nats
-
         if self._own_bus:
             await self.bus.start()
-        delay = 0.2
-        while self._nc is None:  # meshctl starts NATS first, but a restart may race it
-            try:
-                self._nc = await nats.connect(self.settings.nats_url, name="retrain-worker",
-                                              max_reconnect_attempts=-1, reconnect_time_wait=0.5,
-                                              connect_timeout=2)
-            except Exception as exc:
-                log.debug("retrain: nats connect failed: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 2.0)
+        # meshctl starts NATS first, but a restart may race it
+        self._nc = await connect_forever(self.settings.nats_url, "retrain-worker", connect_timeout=2)
         self._subs = [await self._nc.subscribe("mesh.drift.*", cb=self._on_drift),
                       await self._nc.subscribe(subjects.RETRAIN_REQUESTED, cb=self._on_request)]
         if self.config.schedule_s > 0:

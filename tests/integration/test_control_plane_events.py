@@ -52,3 +52,24 @@ async def test_entries_are_published_on_mesh_decisions(settings: Settings, tmp_p
         await nc.drain()
     finally:
         server.stop()
+
+
+async def test_clients_started_before_nats_connect_once_it_answers(tmp_path: Path) -> None:
+    """Every long-lived client connects through `connect_forever`: it waits out a NATS that is not
+    up yet (a restart racing it, an outage at start) and, once connected, reconnects on its own."""
+    from data_plane.eventbus import connect_forever
+
+    port, monitor = free_port(), free_port()
+    url = f"nats://127.0.0.1:{port}"
+    pending = asyncio.create_task(connect_forever(url, "late-starter"))
+    await asyncio.sleep(0.8)
+    assert not pending.done()  # retrying quietly, no exception escapes
+    server = nats_server(port, monitor, tmp_path / "js", tmp_path / "nats.log").start()
+    try:
+        server.wait_port("127.0.0.1", port)
+        nc = await asyncio.wait_for(pending, 10)
+        assert nc.is_connected
+        await nc.close()
+    finally:
+        pending.cancel()
+        server.stop()
