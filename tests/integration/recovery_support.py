@@ -193,10 +193,18 @@ def client_errors(result: LoadResult) -> int:
     return result.errors + non_2xx
 
 
+CONSERVATIVE_DEFAULT = "conservative_default"  # model_type of the edge's answer when every tier failed
+
+
 def closed_loop_peak(s: Settings, seconds: float = 5.0, concurrency: int = 16) -> float:
-    """Answered requests/s of a short closed-loop run through the edge."""
+    """Requests/s a model tier answered in a short closed-loop run through the edge.
+
+    Conservative defaults are 200s too, but cheap ones Envoy makes up when the tiers fail: counting
+    them would inflate the peak exactly when the mesh is overloaded.
+    """
     import asyncio
 
     plan = LoadPlan(url=f"{s.edge_url}/api/v1/predict", concurrency=concurrency, duration=seconds)
     result = asyncio.run(LoadEngine(plan, synthetic_payloads(seed=1, count=256)).run())
-    return result.ok / max(result.elapsed_s, 1e-9)
+    served = result.ok - result.by_model_type.get(CONSERVATIVE_DEFAULT, 0)
+    return served / max(result.elapsed_s, 1e-9)
