@@ -114,8 +114,10 @@ def wait_for_drift_report(model: str = "xgboost", level: str = "retrain", timeou
         if newest.get("level") == level and float(newest.get("ts") or 0) >= since:
             break
         if time.monotonic() > deadline:
-            raise ActivityFailed(f"no {level}-level drift report for {model} within {timeout_s:g} s "
-                                 f"(newest: level {newest.get('level')}, max PSI {newest.get('max_psi')})")
+            why = (f"no {level}-level drift report for {model} within {timeout_s:g} s "
+                   f"(newest: level {newest.get('level')}, max PSI {newest.get('max_psi')})")
+            ctx.seen[f"no_challenger:{model}"] = {"error": why}  # nothing will trigger a retrain
+            raise ActivityFailed(why)
         time.sleep(POLL_S)
     ctx.seen[f"drift:{model}"] = newest
     drifted = [f for f in newest.get("features", []) if f.get("rejected")]
@@ -136,6 +138,9 @@ def wait_for_canary(model: str = "xgboost", phases: Sequence[str] = ("promoted",
     deadline = time.monotonic() + timeout_s
     started = time.monotonic()
     run: dict[str, Any] = {}
+    failed = ctx.seen.get(f"no_challenger:{model}")
+    if version is None and failed is not None:  # nothing to wait for: fail now, not at the timeout
+        raise ActivityFailed(f"no {model} challenger to follow: {failed['error']}")
     while True:
         want = version or ctx.challengers.get(model) or _first_loaded(model)
         run = _canary(ctx.settings, model)
@@ -313,12 +318,16 @@ def register_degraded_challenger(model: str = "xgboost", degradation: str = "shu
     try:
         proc = subprocess.run(cmd, env=child_env(s), cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise ChaosActionError(f"meshctl challenger register failed (exit {proc.returncode}): "
+                                   f"{(proc.stderr or proc.stdout)[-800:]}")
+        result = json.loads(proc.stdout)
     except subprocess.TimeoutExpired:
+        ctx.seen[f"no_challenger:{model}"] = {"error": f"its registration took over {timeout:g} s"}
         raise ChaosActionError(f"meshctl challenger register took over {timeout:g} s") from None
-    if proc.returncode != 0:
-        raise ChaosActionError(f"meshctl challenger register failed (exit {proc.returncode}): "
-                               f"{(proc.stderr or proc.stdout)[-800:]}")
-    result = json.loads(proc.stdout)
+    except (ChaosActionError, ValueError) as exc:
+        ctx.seen[f"no_challenger:{model}"] = {"error": f"its registration failed: {str(exc)[-300:]}"}
+        raise
     ctx.challengers[model] = str(result["version"])
     ctx.seen[f"champion:{model}"] = {"version": champion, "announced_at": result.get("announced_at")}
     return {k: result.get(k) for k in ("label", "version", "degraded", "champion", "metrics", "train_s",

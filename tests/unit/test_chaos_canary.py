@@ -127,3 +127,19 @@ def test_challenger_register_names_the_bad_argument(mesh_home: Any,
     with pytest.raises(SystemExit):
         main(["challenger", "register", "--degraded", "slow-ish"])
     assert "invalid choice: 'slow-ish'" in capsys.readouterr().err
+
+
+def test_waiting_for_a_canary_fails_at_once_without_a_challenger(mesh_home: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from chaoslib.exceptions import ActivityFailed
+
+    from chaos.extension.canary import wait_for_canary
+
+    monkeypatch.setenv("MESH_PORT_OPERATOR", str(free_port()))
+    ctx = context.begin(Settings.from_env())
+    try:
+        ctx.seen["no_challenger:xgboost"] = {"error": "its registration failed: exit 1"}
+        with pytest.raises(ActivityFailed, match="registration failed: exit 1"):
+            wait_for_canary("xgboost", timeout_s=600)
+    finally:
+        context.end()
