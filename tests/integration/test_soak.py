@@ -19,7 +19,8 @@ and fills at the load's rate; it is bounded (unit test `test_ab_records`) but it
 that ends, so RSS is taken as the baseline only once it is full (1.2 x 100,000 / rate, at least
 60 s, at most half the run). The glibc arenas of a process also keep their high-water mark after
 a burst, which is not a leak either; what a leak looks like is growth that goes on, so RSS is
-sampled every 10 s after the warm-up and each process's first, middle and last readings printed.
+sampled every 10 s after the warm-up, and growth compares the median of the first three samples
+with the median of the last three (`rss_growth`): a leak moves both, a one-sample spike neither.
 MESH_SOAK_REPORT=<path> writes the numbers as JSON.
 """
 
@@ -97,6 +98,18 @@ def mesh_processes(s: Settings) -> dict[tuple[int, int], str]:
             if ticks is not None:
                 out[(pid, ticks)] = name
     return out
+
+
+def rss_growth(series: list[int | None], edge: int = 3) -> float:
+    """Growth from the start to the end of an RSS series, each end the median of `edge` samples.
+
+    One 10 s sample is a moment: a Go GC cycle (nats-server), a burst queued behind a bandwidth
+    toxic or an arena high-water mark moves it by several MB and back. A leak moves the median of
+    the last samples too; a spike in one sample does not.
+    """
+    values = [v for v in series if v is not None]
+    head, tail = sorted(values[:edge]), sorted(values[-edge:])
+    return (tail[len(tail) // 2] - head[len(head) // 2]) / head[len(head) // 2]
 
 
 def rss_of(procs: dict[tuple[int, int], str]) -> dict[tuple[int, int], int]:
@@ -209,7 +222,7 @@ def test_soak(mesh: tuple[dict[str, str], Settings]) -> None:
     defaults = result.by_model_type.get(CONSERVATIVE_DEFAULT, 0)
     first, mid, last = rss[0][1], rss[len(rss) // 2][1], rss[-1][1]
     lived = [k for k in first if k in last]  # killed and restarted servers are left out
-    growth = {f"{procs[k]}:{k[0]}": (last[k] - first[k]) / first[k] for k in lived}
+    growth = {f"{procs[k]}:{k[0]}": rss_growth([r.get(k) for _, r in rss]) for k in lived}
     rss_rows = {f"{procs[k]}:{k[0]}": {"t": [rss[0][0], rss[len(rss) // 2][0], rss[-1][0]],
                                        "kib": [first[k], mid.get(k), last[k]]} for k in lived}
     with_defaults = [w for w in windows if (w.get("fallback") or {}).get(CONSERVATIVE_DEFAULT)]
