@@ -12,14 +12,13 @@ One mesh serves every configuration the benchmark compares, switched through the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -29,6 +28,7 @@ from data_plane.netutil import free_port
 from data_plane.procs import ManagedProcess, envoy
 from data_plane.settings import REPO_ROOT, Ports, Settings
 from meshctl.services import service_names
+from tests.mesh_support import http_json
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SEED_BODY = (b'{"amount": 1500.00, "merchant_category": 7, "hour_of_day": 2, "day_of_week": 6, '
@@ -39,22 +39,7 @@ EDGE_WORKERS = 2  # meshctl/services.py runs the edge with --concurrency 2
 MODEL_CLUSTERS = ("xgboost", "pytorch", "heuristic", "xgboost-challenger")
 
 
-def _call(method: str, url: str, body: Any = None, token: str | None = None,
-          timeout: float = 30) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+_call = functools.partial(http_json, timeout=30)  # the operator API can take a while under load
 
 
 def _cpu_s(pid: int) -> float:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
 from dataclasses import fields
+from typing import Any
 
 from data_plane.netutil import free_port
 from data_plane.settings import Ports
@@ -24,3 +29,31 @@ def free_port_env() -> dict[str, str]:
         used.add(port)
         env[f"MESH_PORT_{f.name.upper()}"] = str(port)
     return env
+
+
+def http_json(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 5.0,
+              headers: Mapping[str, str] | None = None, *, down_is_zero: bool = False) -> tuple[int, Any]:
+    """(status, decoded JSON, or the text when it is not JSON) of one request; 4xx/5xx are answers.
+
+    `down_is_zero`: a refused or timed-out connection comes back as (0, the error) instead of
+    raising, for probes that poll a service that is down on purpose.
+    """
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    for key, value in (headers or {}).items():
+        req.add_header(key, value)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            raw, status = resp.read(), resp.status
+    except urllib.error.HTTPError as exc:
+        raw, status = exc.read(), exc.code
+    except (urllib.error.URLError, OSError) as exc:
+        if down_is_zero:
+            return 0, str(exc)
+        raise
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")

@@ -15,8 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -29,6 +27,7 @@ from data_plane.load import LoadPlan, LoadResult, Payload, run_load, synthetic_p
 from data_plane.netutil import free_port
 from data_plane.settings import REPO_ROOT, Ports, Settings
 from meshctl.lifecycle import process_alive
+from tests.mesh_support import http_json
 
 T = TypeVar("T")
 SEED_FIELDS = {"fraud_probability", "is_fraud", "model_version", "model_type", "latency_ms",
@@ -74,25 +73,7 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float
         time.sleep(every)
 
 
-def http(method: str, url: str, body: Any = None, token: str | None = None,
-         headers: Mapping[str, str] | None = None, timeout: float = 10) -> tuple[int, Any]:
-    """One request; returns (status, parsed JSON or text). HTTP errors are answers, not exceptions."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    for k, v in (headers or {}).items():
-        req.add_header(k, v)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+http = functools.partial(http_json, timeout=10)
 
 
 @dataclass

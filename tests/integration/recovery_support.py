@@ -3,6 +3,7 @@ load through the edge, /proc readings (RSS), the ledger file, Prometheus text fr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -11,8 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from data_plane.load import LoadEngine, LoadPlan, LoadResult, synthetic_payloads
 from data_plane.settings import Settings
 from meshctl.lifecycle import process_alive
+from tests.mesh_support import http_json
 
 # What a recovery mesh sets for its children (they inherit the environment of `meshctl up`).
 MESH_KNOBS = {
@@ -40,25 +40,7 @@ def meshctl(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess
                           text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 
-def http(method: str, url: str, body: Any = None, token: str | None = None,
-         timeout: float = 5) -> tuple[int, Any]:
-    """(status, decoded JSON or text); connection errors come back as status 0."""
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    except (urllib.error.URLError, OSError) as exc:
-        return 0, str(exc)
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+http = functools.partial(http_json, down_is_zero=True)  # a killed service answers (0, reason)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

@@ -14,8 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +22,7 @@ import pytest
 
 from data_plane.settings import Settings
 from meshctl.lifecycle import process_alive
-from tests.mesh_support import free_port_env
+from tests.mesh_support import free_port_env, http_json
 
 pytestmark = pytest.mark.integration
 CORE = "nats,control-plane,edge"
@@ -50,22 +48,7 @@ def settings_of(env: dict[str, str]) -> Settings:
     return Settings.from_env(env)
 
 
-def http(method: str, url: str, body: Any = None, token: str | None = None,
-         timeout: float = 5) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
+http = http_json
 
 
 def edge_versions(s: Settings) -> set[str]:
