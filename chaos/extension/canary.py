@@ -201,6 +201,7 @@ def expect_promoted(model: str = "xgboost", max_to_10pct_ms: int = 60_000,
     promote = next(d for d in chain if d.get("action") == "promote")
     assert report is not None and to_10 is not None  # both checked above
     return {"model": model, "version": version, "drift_report_ts": report["ts"],
+            "s_drift_report_to_registered": round(float(retrain["ts"]) - float(report["ts"]), 2),
             "s_drift_report_to_10pct": round(to_10, 2),
             "s_drift_report_to_promoted": round(float(promote["ts"]) - float(report["ts"]), 2),
             "max_s_to_10pct": max_to_10pct_ms / 1000,
