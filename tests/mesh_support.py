@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from data_plane.netutil import free_port
-from data_plane.settings import Ports
+from data_plane.settings import Ports, Settings
 
 SEED_TXN = {"amount": 1500.0, "merchant_category": 7, "hour_of_day": 2, "day_of_week": 6,
             "distance_from_home": 150.0, "distance_from_last_txn": 80.0, "is_foreign": 1,
@@ -57,3 +62,32 @@ def http_json(method: str, url: str, body: Any = None, token: str | None = None,
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode(errors="replace")
+
+
+def meshctl(env: Mapping[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Run `python -m meshctl ARGS` with `env`; never raises on a non-zero exit."""
+    return subprocess.run([sys.executable, "-m", "meshctl", *args], env=dict(env), capture_output=True,
+                          text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def running_mesh(home: Path, knobs: Mapping[str, str] | None = None,
+                 train_rows: int = 5000) -> Iterator[tuple[dict[str, str], Settings]]:
+    """A whole mesh (`meshctl train`, `meshctl up --detach`) under `home` on free ports; `down` after.
+
+    Yields (env for `meshctl` and the mesh's processes, its Settings). `knobs` are extra MESH_*
+    variables (healing, canary, retrain settings) the mesh runs with.
+    """
+    env = {**os.environ, "MESH_HOME": str(home), **(knobs or {})}
+    train = meshctl(env, "train", "--rows", str(train_rows), "--no-progress", timeout=240)
+    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
+    try:
+        for _ in range(3):  # ports picked right before `up`; another test may take one meanwhile
+            env.update(free_port_env())
+            up = meshctl(env, "up", "--detach")
+            if up.returncode == 0 or "already in use" not in up.stderr:
+                break
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        yield env, Settings.from_env(env)
+    finally:
+        meshctl(env, "down", "--timeout", "5")

@@ -8,8 +8,6 @@ import itertools
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +18,7 @@ from data_plane.load import LoadEngine, LoadPlan, LoadResult, synthetic_payloads
 from data_plane.settings import Settings
 from meshctl.lifecycle import process_alive
 from tests.mesh_support import http_json
+from tests.mesh_support import meshctl as meshctl  # re-exported for the tests that import it from here
 
 # What a recovery mesh sets for its children (they inherit the environment of `meshctl up`).
 MESH_KNOBS = {
@@ -32,12 +31,6 @@ MESH_KNOBS = {
     "MESH_GATE_MIN_AUC": "0", "MESH_GATE_MIN_F1": "0", "MESH_GATE_RECALL_TOLERANCE": "1",
     "MESH_GATE_MAX_P99_MS": "1000",
 }
-
-
-def meshctl(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    """Run `python -m meshctl ARGS` with `env`; never raises on a non-zero exit."""
-    return subprocess.run([sys.executable, "-m", "meshctl", *args], env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 
 http = functools.partial(http_json, down_is_zero=True)  # a killed service answers (0, reason)

@@ -38,14 +38,13 @@ from tests.integration.recovery_support import (
     envoy_admin_ports,
     http,
     kill9,
-    meshctl,
     prom_values,
     records,
     server_metrics,
     wait_for,
     xds_versions,
 )
-from tests.mesh_support import free_port_env
+from tests.mesh_support import free_port_env, meshctl, running_mesh
 
 pytestmark = pytest.mark.integration
 NATS_OUTAGE_S = float(os.environ.get("MESH_RECOVERY_NATS_OUTAGE_S", "8"))
@@ -54,20 +53,8 @@ LOAD_RPS = 60
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Settings]]:
-    home = tmp_path_factory.mktemp("recovery") / "mesh"
-    env = {**os.environ, "MESH_HOME": str(home), **MESH_KNOBS}
-    train = meshctl(env, "train", "--rows", "5000", "--no-progress", timeout=240)
-    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
-    try:
-        for _ in range(3):  # ports picked right before `up`; another test may take one meanwhile
-            env.update(free_port_env())
-            up = meshctl(env, "up", "--detach")
-            if up.returncode == 0 or "already in use" not in up.stderr:
-                break
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        yield env, Settings.from_env(env)
-    finally:
-        meshctl(env, "down", "--timeout", "5")
+    with running_mesh(tmp_path_factory.mktemp("recovery") / "mesh", MESH_KNOBS) as (env, settings):
+        yield env, settings
 
 
 def _restart(env: dict[str, str]) -> str:

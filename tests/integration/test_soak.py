@@ -48,11 +48,10 @@ from tests.integration.recovery_support import (
     closed_loop_peak,
     http,
     kill9,
-    meshctl,
     records,
     rss_kib,
 )
-from tests.mesh_support import free_port_env
+from tests.mesh_support import meshctl, running_mesh
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SOAK_S = float(os.environ.get("MESH_SOAK_SECONDS", "600"))
@@ -73,20 +72,8 @@ TOXICS: list[dict[str, Any] | None] = [
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Settings]]:
-    home = tmp_path_factory.mktemp("soak") / "mesh"
-    env = {**os.environ, "MESH_HOME": str(home), **MESH_KNOBS}
-    train = meshctl(env, "train", "--rows", "5000", "--no-progress", timeout=240)
-    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
-    try:
-        for _ in range(3):  # ports picked right before `up`; another test may take one meanwhile
-            env.update(free_port_env())
-            up = meshctl(env, "up", "--detach")
-            if up.returncode == 0 or "already in use" not in up.stderr:
-                break
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        yield env, Settings.from_env(env)
-    finally:
-        meshctl(env, "down", "--timeout", "5")
+    with running_mesh(tmp_path_factory.mktemp("soak") / "mesh", MESH_KNOBS) as (env, settings):
+        yield env, settings
 
 
 def mesh_processes(s: Settings) -> dict[tuple[int, int], str]:
