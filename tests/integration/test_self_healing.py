@@ -39,15 +39,13 @@ DRIFT_SCENARIO = "covariate_shift"
 KNOBS = {
     "MESH_WORKERS_STATUS_S": "0.5",
     "MESH_DRIFT_WINDOW": "500",
-    # Retrain on >= 2,500 recent labelled rows (~26 s of xgboost traffic). At 2 % fraud its 25 %
-    # holdout has ~10 frauds, so F1, recall at 1 % FPR and Brier differences between two good
-    # models are noise there (measured: the same loop passed and failed them run to run): those
-    # gates are opened here, the AUC floor stays real, latency gets the budget of 2 busy cores.
+    # Retrain on >= 2,500 recent labelled rows (~26 s of xgboost traffic). At 2 % fraud the
+    # holdout (grown to 20 frauds) is small, so every gate judges a paired bootstrap interval
+    # (docs/decisions/008); all quality gates are real here, latency gets the budget of 2 busy cores.
     "MESH_RETRAIN_MIN_LABELLED": "2500", "MESH_RETRAIN_MIN_POSITIVES": "40",
     "MESH_RETRAIN_LABEL_WAIT_S": "90", "MESH_RETRAIN_LABEL_POLL_S": "0.5",
     "MESH_RETRAIN_REFERENCE_ROWS": "5000", "MESH_RETRAIN_LOOKBACK_S": "180",
-    "MESH_GATE_MIN_F1_IMPROVEMENT_PCT": "-1000", "MESH_GATE_MAX_BRIER_DEGRADATION": "1",
-    "MESH_GATE_MIN_F1": "0", "MESH_GATE_RECALL_TOLERANCE": "1", "MESH_GATE_MAX_P99_MS": "20",
+    "MESH_GATE_MAX_P99_MS": "20",
     # Canary: short phases, same rules.
     "MESH_CANARY_TICK_S": "0.5", "MESH_CANARY_SHADOW_MIN_SAMPLES": "100", "MESH_CANARY_SHADOW_MIN_S": "3",
     "MESH_CANARY_SHADOW_LABEL_WAIT_S": "15", "MESH_CANARY_STEP_S": "4",
@@ -144,9 +142,9 @@ def lifecycle(chain: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [d for d in chain if d["action"] in moves]
 
 
-# Outside the default suite for now: with ~10 frauds in a 2,500-row live holdout the canary's
-# label verdict (challenger F1 within 0.05 of the champion's) is decided by noise, and a clean
-# CI run rolled a good challenger back once (docs/decisions/008). `make test-slow` runs it.
+# Outside the default suite for its 2-3 minutes (`make test-slow` runs it). It was moved here when
+# point-estimate gates and label verdict decided on ~10 frauds by noise; both now judge paired
+# bootstrap intervals and run with every quality gate on (docs/decisions/008).
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_drift_retrain_canary_promote(mesh: tuple[dict[str, str], Settings]) -> None:
