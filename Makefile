@@ -14,8 +14,12 @@ run: setup
 down: setup
 	@$(PY) -m meshctl down
 
+# Two pytest workers (one per core of the 2-core CI box); a worker takes whole files, so each
+# module's mesh fixture starts once. TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: setup lint
-	@$(PY) -m pytest -q -p no:cacheprovider
+	@$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 lint: setup typecheck
 	@$(VENV)/bin/ruff check .
