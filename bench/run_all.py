@@ -30,6 +30,7 @@ SUITES: list[tuple[str, list[str], list[str], int]] = [
     ("bench.bench_serving", [], ["--quick"], 1200),
     ("bench.bench_healing", [], ["--quick"], 900),
     ("bench.bench_footprint", [], ["--quick"], 900),
+    ("bench.bench_lifecycle", [], ["--quick"], 900),
 ]
 
 

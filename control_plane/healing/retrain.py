@@ -74,6 +74,9 @@ class RetrainConfig:
     min_holdout_positives: int = 20  # grow the holdout (latest rows) until it holds this many frauds
     max_holdout_fraction: float = 0.5
     reference_rows: int = 20_000
+    # Reference rows per recent training row (at least 5,000): keeps the drifted rows a third of the
+    # training set by default, so what changed is learnt, not drowned by the old distribution.
+    reference_per_recent: float = 2.0
     budget_per_hour: int = 3
     cooldown_s: float = 300.0
     label_wait_s: float = 300.0
@@ -340,7 +343,8 @@ class RetrainWorker:
         recent_train, holdout = split_recent(recent, fraction)
         champ = score_champion(self.settings, kind, holdout.features, holdout.labels)
         params = champ.params if champ else {}
-        reference = reference_sample(params, min(c.reference_rows, max(5000, 2 * len(recent_train))), c.seed)
+        wanted = max(5000, int(c.reference_per_recent * len(recent_train)))
+        reference = reference_sample(params, min(c.reference_rows, wanted), c.seed)
         data = training_set(recent_train, reference, c.seed)
         report = validate_dataset(data, _champion_reference(self.settings, kind) if champ else None)
         self._progress(kind, "validate", 1.0, report.render().splitlines()[0])

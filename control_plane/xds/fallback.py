@@ -11,7 +11,7 @@ Both produce the seed's schema flagged as fraud (false positive over false negat
 from __future__ import annotations
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.core.v3 import substitution_format_string_pb2
+from envoy.config.core.v3 import base_pb2, substitution_format_string_pb2
 from envoy.config.route.v3 import route_components_pb2 as rc
 from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -61,10 +61,34 @@ def _mapper(flags: tuple[str, ...], reason: str) -> hcm_pb2.ResponseMapper:
                                   body_format_override=conservative_default_body(reason))
 
 
+# Envoy's own refusals of a request, in the API's error shape (data_plane.contracts.errors):
+# status -> (field, rule, message). Every route's body limit is in docs/openapi.yaml.
+REFUSALS = {
+    413: ("$body", "max_bytes", "the request body is larger than this endpoint accepts "
+                                "(64 KiB for /api/v1/predict; limits in docs/openapi.yaml)"),
+    408: ("$body", "timeout", "the request did not arrive completely in time (10 s): send the whole "
+                              "body at once"),
+}
+
+
+def _refusal(status: int, field: str, rule: str, message: str) -> hcm_pb2.ResponseMapper:
+    body = struct_pb2.Struct()
+    body.update({"error": "validation_error", "field": field, "rule": rule, "message": message})
+    code = accesslog_pb2.StatusCodeFilter(comparison=accesslog_pb2.ComparisonFilter(
+        op=accesslog_pb2.ComparisonFilter.EQ,
+        value=base_pb2.RuntimeUInt32(default_value=status, runtime_key=f"fraud_mesh.refusal_{status}")))
+    fmt = substitution_format_string_pb2.SubstitutionFormatString(json_format=body,
+                                                                   content_type="application/json")
+    return hcm_pb2.ResponseMapper(filter=accesslog_pb2.AccessLogFilter(status_code_filter=code),
+                                  body_format_override=fmt)
+
+
 def local_reply_config() -> hcm_pb2.LocalReplyConfig:
-    """Envoy's own 503/504 on the predict routes -> 200 with the conservative default."""
+    """Envoy's own 503/504 on the predict routes -> 200 with the conservative default; its own
+    413/408 anywhere -> the API's JSON error shape naming the rule (not Envoy's plain text)."""
     return hcm_pb2.LocalReplyConfig(mappers=[_mapper(UNAVAILABLE_FLAGS, UNAVAILABLE),
-                                             _mapper(TIMEOUT_FLAGS, TIMED_OUT)])
+                                             _mapper(TIMEOUT_FLAGS, TIMED_OUT),
+                                             *(_refusal(status, *why) for status, why in REFUSALS.items())])
 
 
 def _status_is(code: str) -> xm.Matcher.MatcherList.Predicate:

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from data_plane.settings import Settings
-from tests.integration.recovery_support import http, meshctl
-from tests.mesh_support import SEED_TXN, free_port_env
+from tests.integration.recovery_support import http
+from tests.mesh_support import SEED_TXN, meshctl, running_mesh
 
 pytestmark = pytest.mark.integration
 # The experiments' client load: 120 requests/s through the edge (~96/s reach xgboost, 80/20
@@ -56,22 +56,12 @@ KNOBS = {
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, str], Settings]]:
     home = tmp_path_factory.mktemp("healing") / "mesh"
-    env = {**os.environ, "MESH_HOME": str(home), **KNOBS}
-    train = meshctl(env, "train", "--rows", "10000", "--no-progress", timeout=240)
-    assert train.returncode == 0, train.stdout[-2000:] + train.stderr[-2000:]
-    try:
-        for _ in range(3):  # ports picked right before `up`; another test may take one meanwhile
-            env.update(free_port_env())
-            up = meshctl(env, "up", "--detach")
-            if up.returncode == 0 or "already in use" not in up.stderr:
-                break
-        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
-        assert "workers" in up.stdout, up.stdout
-        yield env, Settings.from_env(env)
-    finally:
-        if os.environ.get("MESH_TEST_SHOW_LOGS"):
-            show_logs(home)
-        meshctl(env, "down", "--timeout", "5")
+    with running_mesh(home, KNOBS, train_rows=10_000) as (env, settings):
+        try:
+            yield env, settings
+        finally:
+            if os.environ.get("MESH_TEST_SHOW_LOGS"):
+                show_logs(home)
 
 
 def show_logs(home: Path) -> None:

@@ -175,6 +175,21 @@ def test_conservative_default_and_body_limits_on_the_edge_listener() -> None:
     assert unpack(batch, buffer_pb2.BufferPerRoute).buffer.max_request_bytes.value == 1024 * 1024
 
 
+def test_envoys_own_refusals_answer_in_the_api_error_shape() -> None:
+    hcm = http_connection_manager(edge().listeners["edge"])
+    assert hcm is not None
+    refusals = {m.filter.status_code_filter.comparison.value.default_value: m
+                for m in hcm.local_reply_config.mappers if m.filter.HasField("status_code_filter")}
+    assert set(refusals) == {413, 408}
+    for status, rule in ((413, "max_bytes"), (408, "timeout")):
+        body = refusals[status].body_format_override
+        fields = dict(body.json_format.fields.items())
+        assert body.content_type == "application/json" and not refusals[status].HasField("status_code")
+        assert (fields["error"].string_value, fields["field"].string_value, fields["rule"].string_value) == (
+            "validation_error", "$body", rule)
+        assert fields["message"].string_value
+
+
 def test_predict_routes_turn_upstream_failures_into_the_default() -> None:
     from envoy.extensions.filters.http.custom_response.v3 import custom_response_pb2
     from envoy.extensions.http.custom_response.local_response_policy.v3 import local_response_policy_pb2
