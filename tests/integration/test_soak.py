@@ -19,8 +19,8 @@ and fills at the load's rate; it is bounded (unit test `test_ab_records`) but it
 that ends, so RSS is taken as the baseline only once it is full (1.2 x 100,000 / rate, at least
 60 s, at most half the run). The glibc arenas of a process also keep their high-water mark after
 a burst, which is not a leak either; what a leak looks like is growth that goes on, so RSS is
-sampled every 10 s after the warm-up, and growth compares the median of the first three samples
-with the median of the last three (`rss_growth`): a leak moves both, a one-sample spike neither.
+sampled every 10 s after the warm-up, and growth is the trend of that series (`rss_growth`: the
+least-squares line's end over its start), which a sawtooth or a one-sample spike does not move.
 MESH_SOAK_REPORT=<path> writes the numbers as JSON.
 """
 
@@ -87,16 +87,24 @@ def mesh_processes(s: Settings) -> dict[tuple[int, int], str]:
     return out
 
 
-def rss_growth(series: list[int | None], edge: int = 3) -> float:
-    """Growth from the start to the end of an RSS series, each end the median of `edge` samples.
+def rss_growth(times: list[float], series: list[int | None]) -> float:
+    """Growth of an RSS series over its span: the least-squares line's end value over its start.
 
-    One 10 s sample is a moment: a Go GC cycle (nats-server), a burst queued behind a bandwidth
-    toxic or an arena high-water mark moves it by several MB and back. A leak moves the median of
-    the last samples too; a spike in one sample does not.
+    A leak is a trend; one 10 s sample is a moment. nats-server's Go heap is a sawtooth (measured:
+    48-65 MB up and down every minute or two with no trend), so comparing two samples, or even the
+    medians of the first and last three, reads a phase of the sawtooth as growth (+14 % on a flat
+    series). The fitted line ignores the phase and keeps the trend: a steady leak of g over the run
+    reads as g.
     """
-    values = [v for v in series if v is not None]
-    head, tail = sorted(values[:edge]), sorted(values[-edge:])
-    return (tail[len(tail) // 2] - head[len(head) // 2]) / head[len(head) // 2]
+    points = [(t, v) for t, v in zip(times, series, strict=True) if v is not None]
+    n = len(points)
+    mean_t = sum(t for t, _ in points) / n
+    mean_v = sum(v for _, v in points) / n
+    var_t = sum((t - mean_t) ** 2 for t, _ in points)
+    slope = sum((t - mean_t) * (v - mean_v) for t, v in points) / var_t if var_t else 0.0
+    first, last = points[0][0], points[-1][0]
+    start = mean_v + slope * (first - mean_t)
+    return slope * (last - first) / start
 
 
 def rss_of(procs: dict[tuple[int, int], str]) -> dict[tuple[int, int], int]:
@@ -209,7 +217,8 @@ def test_soak(mesh: tuple[dict[str, str], Settings]) -> None:
     defaults = result.by_model_type.get(CONSERVATIVE_DEFAULT, 0)
     first, mid, last = rss[0][1], rss[len(rss) // 2][1], rss[-1][1]
     lived = [k for k in first if k in last]  # killed and restarted servers are left out
-    growth = {f"{procs[k]}:{k[0]}": rss_growth([r.get(k) for _, r in rss]) for k in lived}
+    times = [t for t, _ in rss]
+    growth = {f"{procs[k]}:{k[0]}": rss_growth(times, [r.get(k) for _, r in rss]) for k in lived}
     rss_rows = {f"{procs[k]}:{k[0]}": {"t": [rss[0][0], rss[len(rss) // 2][0], rss[-1][0]],
                                        "kib": [first[k], mid.get(k), last[k]]} for k in lived}
     with_defaults = [w for w in windows if (w.get("fallback") or {}).get(CONSERVATIVE_DEFAULT)]
