@@ -248,7 +248,7 @@ def restore_route(cluster: str = "xgboost") -> dict[str, Any]:
 
 
 # ---- the safety net -------------------------------------------------------------------------------
-def restore_mesh(restart_timeout_s: float = 120.0, settle_s: float = 30.0) -> dict[str, Any]:
+def restore_mesh(restart_timeout_s: float = 120.0, settle_s: float = 60.0) -> dict[str, Any]:
     """Undo every fault of this run: SIGCONT, overrides and proxies, restarts, then stop the load.
 
     Runs every step even when one fails, then waits (up to `settle_s`) until the healing loop has
@@ -301,7 +301,9 @@ def restore_mesh(restart_timeout_s: float = 120.0, settle_s: float = 30.0) -> di
 
 
 def wait_settled(settings: Any, timeout_s: float) -> str:
-    """Wait until intent.ejected is empty and the edge ejects no host; '' when settled, else what is left."""
+    """Wait until intent.ejected is empty, the edge ejects no host and the healing loop judges no
+    service sick (a sick one not ejected yet would be ejected by the next experiment's first
+    seconds); '' when settled, else what is left."""
     deadline = time.monotonic() + timeout_s
     left = ""
     while time.monotonic() < deadline:
@@ -309,8 +311,11 @@ def wait_settled(settings: Any, timeout_s: float) -> str:
         ejected = (body.get("intent") or {}).get("ejected", []) if status == 200 and isinstance(body, dict) \
             else ["(control plane unreachable)"]
         hosts = ejected_hosts(settings)
-        if not ejected and not hosts:
+        code, health = http_json("GET", f"{settings.operator_url}/api/v1/health/services")
+        services = health.get("services", {}) if code == 200 and isinstance(health, dict) else {}
+        sick = sorted(n for n, v in services.items() if isinstance(v, dict) and v.get("state") == "sick")
+        if not ejected and not hosts and not sick:
             return ""
-        left = f"healing ejected {ejected}, edge ejected {hosts}"
+        left = f"healing ejected {ejected}, edge ejected {hosts}, judged sick {sick}"
         time.sleep(0.25)
     return left

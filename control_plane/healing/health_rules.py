@@ -278,11 +278,16 @@ def plan(health: Mapping[str, ServiceHealth], ejected: Iterable[str],
     An ejection is held back when no other weighted service would be left that is not ejected and
     not sick: `RoutingIntent.effective_weights()` then falls back to the operator's weights anyway,
     so the change would move nothing (an outage of every model, or a mesh being stopped).
+    A sick service whose evidence is good again (recovering: `good_since` set, waiting out the
+    dwell) is not ejected: an ejection held back while it was down (no alternative, cooldown) must
+    not fire on stale evidence once it is back (seen in a chaos run: a restarted primary ejected
+    0.2 s before its recovery completed, which spent the rate limit the next real fault needed).
     """
     out = []
     current = set(ejected)
     for name, h in sorted(health.items()):
-        if h.state == SICK and name not in current and weights.get(name, 0.0) > 0.0:
+        recovering = h.good_since is not None
+        if h.state == SICK and not recovering and name not in current and weights.get(name, 0.0) > 0.0:
             others = [n for n, w in weights.items() if w > 0.0 and n != name and n not in current
                       and (n not in health or health[n].state != SICK)]
             blocked = None if others else (f"{NO_ALTERNATIVE}: every other weighted service is sick or "

@@ -227,6 +227,15 @@ def test_plan_holds_an_ejection_that_would_leave_no_alternative() -> None:
     assert only.blocked  # 100 % xgboost: ejecting it changes nothing (effective weights fall back)
 
 
+def test_a_held_ejection_does_not_fire_once_the_service_is_recovering() -> None:
+    weights = {"xgboost": 0.8, "pytorch": 0.2}
+    judged = _judged({"xgboost": SICK, "pytorch": HEALTHY})
+    judged["xgboost"].good_since = 100.0  # answering well again, waiting out the dwell
+    assert plan(judged, [], weights) == []
+    judged["xgboost"].good_since = None  # bad evidence again: the ejection is back on the table
+    assert [(p.service, p.action) for p in plan(judged, [], weights)] == [("xgboost", "eject")]
+
+
 # ---- flapping -------------------------------------------------------------------------------------
 def simulate_flapping(policy: HealthPolicy, governor: GovernorPolicy, seconds: float = 60.0,
                       toggle_s: float = 2.0, tick_s: float = 0.25) -> tuple[list[tuple[float, str]], int]:
