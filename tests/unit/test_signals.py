@@ -35,7 +35,12 @@ from control_plane.healing.signals import (
     probe_urls,
     window_signal,
 )
-from control_plane.healing.traffic import TrafficSample, parse_prediction_counts, traffic_numbers
+from control_plane.healing.traffic import (
+    TrafficSample,
+    TrafficTracker,
+    parse_prediction_counts,
+    traffic_numbers,
+)
 from control_plane.topology import Topology
 from data_plane.netutil import free_port
 from data_plane.settings import Settings
@@ -205,6 +210,21 @@ def test_traffic_numbers_for_steady_and_all_down() -> None:
     assert down["requests"] == 400 and down["fallback"] == {"heuristic": 0, "conservative_default": 400}
     assert down["fallback_share"] == 1.0 and down["error_rate"] == 0.0  # defaults are 200s
     assert down["upstream_error_rate"] == 1.0 and down["retries"] > 0
+
+
+async def test_the_tracker_keeps_slim_samples_with_the_same_numbers() -> None:
+    span = META["scenarios"]["steady"]["span_s"]
+    start, end = sample("steady", "start", 0.0), sample("steady", "end", span)
+    full = traffic_numbers(TrafficSample(end), TrafficSample(start))
+    tracker = TrafficTracker(points=10)
+    await tracker.tick(start)
+    await tracker.tick(start)  # the same scrape twice is one sample
+    await tracker.tick(end)
+    assert len(tracker.samples) == 2 and len(end.histograms) > 2
+    assert all(len(s.edge.histograms) <= 2 for s in tracker.samples)  # client latency only
+    summary = tracker.summary(window_s=span)
+    assert {k: summary[k] for k in full if k != "clusters"} == {k: full[k] for k in full if k != "clusters"}
+    assert summary["clusters"] == full["clusters"]
 
 
 def test_fraud_share_counts_defaults_as_fraud_and_skips_servers_without_a_baseline() -> None:
