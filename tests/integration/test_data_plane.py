@@ -274,13 +274,24 @@ async def test_shadow_mirrors_the_fraction_and_never_delays_the_client(mesh: Mes
 
 
 def test_hot_swap_under_load_fails_nothing(mesh: Mesh) -> None:
-    admin = f"http://127.0.0.1:{mesh.port('xgboost')}/admin/reload"
+    server = f"http://127.0.0.1:{mesh.port('xgboost')}"
+    admin = f"{server}/admin/reload"
     swaps: list[tuple[int, object]] = []
 
+    def scored() -> float:
+        _, text = http("GET", f"{server}/metrics")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in str(text).splitlines()
+                   if line.startswith("model_server_predictions_total{"))
+
     def swap() -> None:
+        # Swap once the load is flowing through v1 (a fixed delay raced a slow-starting load on a
+        # busy box: every answer came from v2), with a deadline so a stalled load still swaps.
+        before, deadline = scored(), time.monotonic() + 5.0
+        while scored() < before + 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
         swaps.append(http("POST", admin, {"slot": "champion", "version": "2"}))
 
-    timer = threading.Timer(1.0, swap)
+    timer = threading.Thread(target=swap)
     timer.start()
     try:
         result = closed_load(mesh, duration=3.0, concurrency=16)

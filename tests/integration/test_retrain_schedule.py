@@ -41,20 +41,26 @@ async def test_scheduled_run_starts_within_its_interval(settings: Settings, tmp_
                                                 cooldown_s=3600))
         await worker.start()
         started = time.monotonic()
+        first_run_s = None
+
+        def runs() -> list[Decision]:
+            return [d for d in decisions if d.rule == "insufficient_labels"]
+
         try:
-            while len(decisions) < 2:
-                assert time.monotonic() - started < 15, decisions
+            # One run per kind; they need not come first or together (on a busy box one kind's run
+            # may end after the other kind's next interval was already refused by the cooldown).
+            while {d.reason.split(":")[0] for d in runs()} != {"xgboost", "pytorch"}:
+                assert time.monotonic() - started < 30, decisions
+                if first_run_s is None and runs():
+                    first_run_s = time.monotonic() - started
                 await asyncio.sleep(0.05)
-            first_run_s = time.monotonic() - started
+            first_run_s = first_run_s or time.monotonic() - started
             await asyncio.sleep(1.5)  # the next interval: refused by the shared cooldown
         finally:
             await worker.stop()
             await nc.close()
         assert first_run_s < 1.0 + 0.3 + 3  # due after 1 s, gives up after 0.3 s of label wait
-        kinds = {d.reason.split(":")[0] for d in decisions[:2]}
-        assert kinds == {"xgboost", "pytorch"}
-        assert all(d.rule == "insufficient_labels" and d.trigger_ids[0].startswith("schedule-")
-                   for d in decisions[:2])
-        assert any(d.rule == "retrain_budget" and "schedule trigger" in d.reason for d in decisions[2:])
+        assert len(runs()) == 2 and all(d.trigger_ids[0].startswith("schedule-") for d in runs())
+        assert any(d.rule == "retrain_budget" and "schedule trigger" in d.reason for d in decisions)
     finally:
         server.stop()
