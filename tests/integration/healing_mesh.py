@@ -6,13 +6,10 @@ SIGKILLed and restarted in a fraction of a second. Also used by tests/data/heali
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,27 +19,10 @@ from control_plane.xds import render_bootstrap
 from data_plane.netutil import port_open
 from data_plane.procs import ManagedProcess, envoy, nats_server
 from data_plane.settings import REPO_ROOT, Settings
-from tests.mesh_support import free_port_env
+from tests.mesh_support import free_port_env, http_json
 
 BASE_ID = 3000 + (os.getpid() % 400) * 8  # Envoy shared-memory ids apart from other test runs
 
-
-def http_json(method: str, url: str, body: Any = None, token: str | None = None,
-              timeout: float = 5.0) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            raw, status = resp.read(), resp.status
-    except urllib.error.HTTPError as exc:
-        raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode(errors="replace")
 
 
 def wait_for(predicate: Any, timeout: float, what: str, every: float = 0.05) -> Any:
