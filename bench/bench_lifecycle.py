@@ -32,7 +32,8 @@ def knobs_for(train_rows: int) -> dict[str, str]:
     """The e2e test's knobs with the reference share raised to reach `train_rows` rows."""
     recent = int(KNOBS["MESH_RETRAIN_MIN_LABELLED"])
     return {**KNOBS, "MESH_RETRAIN_REFERENCE_ROWS": str(max(0, train_rows - recent)),
-            "MESH_RETRAIN_REFERENCE_PER_RECENT": str(max(2.0, train_rows / recent))}
+            # no per-recent cap: the reference rows alone fill the set up to `train_rows`
+            "MESH_RETRAIN_REFERENCE_PER_RECENT": str(float(train_rows))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
         print("training the champions and starting the mesh ...", flush=True)
-        with running_mesh(Path(tmp) / "mesh", knobs, train_rows=10_000) as (env, _):
+        # The reference rows are regenerated from the champion's own training set, so the champion
+        # is trained on as many rows as the retrain is meant to use.
+        champion_rows = 10_000 if args.quick else max(10_000, args.train_rows)
+        with running_mesh(Path(tmp) / "mesh", knobs, train_rows=champion_rows) as (env, _):
             print("running drift-retrain-promote (labelled traffic drifts; about 2 minutes) ...", flush=True)
             doc = run_experiment(env, "drift-retrain-promote", timeout=600)
     promoted: dict[str, Any] = output(doc, "challenger-promoted-in-time")
